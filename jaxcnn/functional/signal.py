@@ -29,8 +29,9 @@ from jaxcnn.functional.conv import conv
 MODES = ("full", "same", "valid")
 
 
-def _prepare(image: Any, kernel: Any, mode: str, op: str) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Validates; returns the image as ``(N, H, W)`` and the kernel, both in one float dtype."""
+def _prepare(image: Any, kernel: Any, mode: str, op: str) -> tuple[jnp.ndarray, jnp.ndarray, bool]:
+    """Validates; returns the image as ``(N, H, W)``, the kernel, both in one float dtype, and
+    whether the image came without a batch axis."""
     if mode not in MODES:
         raise ValueError(f"{op}: unknown mode={mode!r}; expected one of {MODES}")
     image = args.as_array(image, "image", op)
@@ -45,8 +46,7 @@ def _prepare(image: Any, kernel: Any, mode: str, op: str) -> tuple[jnp.ndarray, 
             floats.append(a.dtype)
         elif not (jnp.issubdtype(a.dtype, jnp.integer) or a.dtype == jnp.bool_):
             raise TypeError(
-                f"{op}: {name} must have an integer or floating dtype, got {a.dtype} "
-                f"(shape {tuple(a.shape)})"
+                f"{op}: {name} must have an integer or floating dtype, got {a.dtype} (shape {tuple(a.shape)})"
             )
     # Integers are computed in float32; mixed float widths use JAX's standard promotion,
     # explicitly, so the op also works under jax_numpy_dtype_promotion="strict".
@@ -54,9 +54,10 @@ def _prepare(image: Any, kernel: Any, mode: str, op: str) -> tuple[jnp.ndarray, 
     if floats:
         with jax.numpy_dtype_promotion("standard"):
             dtype = jnp.promote_types(*floats) if len(floats) == 2 else floats[0]
-    if image.ndim == 2:
+    unbatched = image.ndim == 2
+    if unbatched:
         image = image[None]
-    return image.astype(dtype), kernel.astype(dtype)
+    return image.astype(dtype), kernel.astype(dtype), unbatched
 
 
 def _correlate_full_slice(
@@ -123,11 +124,10 @@ def correlate2d(image: Any, kernel: Any, mode: str = "full") -> jnp.ndarray:
       # [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
     """
     op = "correlate2d"
-    image_was_2d = args.as_array(image, "image", op).ndim == 2 if image is not None else False
-    x, h = _prepare(image, kernel, mode, op)
+    x, h, unbatched = _prepare(image, kernel, mode, op)
     kh, kw = h.shape
     y = _correlate_full_slice(x, h, mode, (kh // 2, kw // 2), op)
-    return y[0] if image_was_2d else y
+    return y[0] if unbatched else y
 
 
 def convolve2d(image: Any, kernel: Any, mode: str = "full") -> jnp.ndarray:
@@ -151,10 +151,9 @@ def convolve2d(image: Any, kernel: Any, mode: str = "full") -> jnp.ndarray:
       both are integers.
     """
     op = "convolve2d"
-    image_was_2d = args.as_array(image, "image", op).ndim == 2 if image is not None else False
-    x, h = _prepare(image, kernel, mode, op)
+    x, h, unbatched = _prepare(image, kernel, mode, op)
     kh, kw = h.shape
     # Convolution is correlation with the flipped kernel; flipping moves the 'same' anchor
     # from k // 2 to (k - 1) // 2, which is scipy's centring of 'same' inside 'full'.
     y = _correlate_full_slice(x, h[::-1, ::-1], mode, ((kh - 1) // 2, (kw - 1) // 2), op)
-    return y[0] if image_was_2d else y
+    return y[0] if unbatched else y
