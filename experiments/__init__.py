@@ -1,0 +1,1 @@
+"""Experiments: configs, benchmarks and results (never imported by the jaxcnn package)."""

@@ -1,0 +1,1 @@
+"""Benchmarks: each module is runnable with `python -m experiments.benchmarks.<name>` and writes its results under results/."""

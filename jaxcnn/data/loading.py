@@ -1,0 +1,145 @@
+"""``load(name, split)``: one entry point over the IDX files and tensorflow-datasets."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from jaxcnn.data import idx
+from jaxcnn.data._arguments import check_bool, check_choice, check_str
+from jaxcnn.data.sources import ArraySource, RandomAccessSource
+
+logger = logging.getLogger("jaxcnn.data")
+
+SOURCES = ("auto", "idx", "tfds")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No source could provide the dataset; the message lists every place looked."""
+
+
+def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, source: str = "auto",
+         download: bool = False) -> RandomAccessSource:
+    """A random-access source of ``name``/``split``: ``[i] -> {"image": uint8 (H, W, C), "label": int32 ()}``.
+
+    Args:
+      name: ``"mnist"`` or ``"fashion_mnist"`` (IDX files or tfds), or any tfds image dataset
+        (``"cifar10"``, ``"mnist:3.0.1"``; tfds only).
+      split: ``"train"`` or ``"test"``, optionally sliced tfds-style: ``"train[:1000]"``,
+        ``"train[90%:]"``.
+      data_dir: for IDX, a folder holding ``<name>/train-images-idx3-ubyte[.gz]`` ... or the files
+        directly; for tfds, its data folder. Searched before ``$JAXCNN_DATA_DIR``.
+      source: ``"idx"`` (local IDX files, MNIST family only), ``"tfds"`` (``tfds.data_source``) or
+        ``"auto"``: IDX files if found, else a prepared tfds dataset, else a download when allowed.
+      download: allow fetching over the network: IDX files with MD5 verification into
+        ``data_dir`` (or ``$JAXCNN_DATA_DIR``, or ``~/.cache/jaxcnn/datasets``), or tfds' own
+        download. Off by default so an offline run fails fast with a clear message.
+
+    Returns:
+      an :class:`ArraySource` (IDX, in memory) or a :class:`TfdsSource`; ``.info`` tells which.
+
+    Raises:
+      DatasetNotFoundError: listing every place looked and how to provide the files.
+      IdxFormatError: a found IDX file is truncated or corrupted (the message names it).
+
+    Example::
+
+        train = load("mnist", "train")          # uses $JAXCNN_DATA_DIR/mnist/*.gz
+        train[0]["image"].shape, train.info.num_classes   # (28, 28, 1), 10
+    """
+    fn = "load"
+    check_str(name, "name", fn)
+    check_str(split, "split", fn)
+    check_choice(source, "source", fn, SOURCES)
+    check_bool(download, "download", fn)
+    is_idx = name in idx.IDX_DATASETS
+    if source == "idx" and not is_idx:
+        raise ValueError(
+            f"{fn}: source='idx' supports {sorted(idx.IDX_DATASETS)}, got name={name!r}; use source='tfds'"
+        )
+    looked: list[str] = []
+
+    if is_idx and source in ("auto", "idx"):
+        found = _load_idx(name, split, data_dir, looked)
+        if found is not None:
+            return found
+        if download and source == "idx":
+            idx.download_idx(name, data_dir)
+            found = _load_idx(name, split, data_dir, [])
+            if found is not None:
+                return found
+
+    if source in ("auto", "tfds"):
+        # In "auto" mode tfds may only download for datasets the IDX path cannot fetch itself.
+        tfds_download = download and not (is_idx and source == "auto")
+        try:
+            from jaxcnn.data.tfds_source import TfdsSource
+
+            return TfdsSource(name, split, data_dir=data_dir, download=tfds_download)
+        except ImportError as err:
+            looked.append(f"tfds: not importable ({err})")
+        except Exception as err:  # tfds raises many kinds of errors for a missing dataset.
+            looked.append(f"tfds data_source({name!r}, split={split!r}) in {_tfds_dir(name, data_dir)}: "
+                          f"{type(err).__name__}: {_first_line(err)}")
+            if source == "tfds" and not _looks_missing(err):
+                raise
+
+    if is_idx and source == "auto" and download:
+        idx.download_idx(name, data_dir)
+        found = _load_idx(name, split, data_dir, [])
+        if found is not None:
+            return found
+
+    raise DatasetNotFoundError(_not_found_message(name, split, looked, is_idx))
+
+
+def _load_idx(name: str, split: str, data_dir, looked: list[str]) -> ArraySource | None:
+    spec = idx.IDX_DATASETS[name]
+    base, part = idx.parse_split(split, spec.num_examples)
+    paths, places = idx.find_idx_files(name, base, data_dir)
+    looked.extend(f"IDX: {p}" for p in places)
+    if paths is None:
+        return None
+    source = idx.load_idx_split(*paths, name=name, split=base, class_names=spec.class_names)
+    if part != slice(None):
+        source = source.select(part, split=split)
+    logger.info("Loaded %s[%s] from IDX files in %s (%d examples)", name, split, paths[0].parent, len(source))
+    return source
+
+
+def _tfds_dir(name: str, data_dir) -> str:
+    if data_dir is not None:
+        return str(data_dir)
+    try:
+        from tensorflow_datasets.core.utils import file_utils
+
+        return ", ".join(str(d) for d in file_utils.list_data_dirs())
+    except Exception:  # Only for the message; tfds internals may move.
+        return os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _looks_missing(err: Exception) -> bool:
+    return isinstance(err, (FileNotFoundError, NotImplementedError, ValueError, AssertionError))
+
+
+def _not_found_message(name: str, split: str, looked: list[str], is_idx: bool) -> str:
+    lines = [f"load: dataset {name!r} split {split!r} was not found. Places looked:"]
+    lines += [f"  - {place}" for place in looked]
+    lines.append("To provide it:")
+    if is_idx:
+        lines.append(
+            f"  - put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            f"t10k-labels-idx1-ubyte.gz in <dir>/{name}/ and pass data_dir=<dir> or set "
+            f"{idx.ENV_VAR}=<dir>;"
+        )
+        lines.append(f"  - or, with internet, call load({name!r}, {split!r}, download=True) (MD5-checked);")
+    lines.append(
+        f"  - {'or ' if is_idx else ''}prepare it for tfds in ArrayRecord format (`tfds build {name} "
+        f"--file_format=array_record --data_dir=<dir>`) and pass data_dir=<dir>, source='tfds'."
+    )
+    return "\n".join(lines)

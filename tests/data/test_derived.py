@@ -1,0 +1,127 @@
+"""Derived datasets: digit canvases (segmentation, detection) and rotation regression."""
+
+import numpy as np
+import pytest
+
+from jaxcnn.data import BatchLoader, DetectionCanvases, RotatedDigits, SegmentationCanvases, rotate_image
+
+
+def test_canvases_are_deterministic(small_digits):
+    a = SegmentationCanvases(small_digits, 20, seed=3)
+    b = SegmentationCanvases(small_digits, 20, seed=3)
+    c = SegmentationCanvases(small_digits, 20, seed=4)
+    for i in (0, 7, 19):
+        np.testing.assert_array_equal(a[i]["image"], b[i]["image"])
+        np.testing.assert_array_equal(a[i]["label"], b[i]["label"])
+    assert any(not np.array_equal(a[i]["image"], c[i]["image"]) for i in range(5))
+    assert a[0]["image"].shape == (64, 64, 1) and a[0]["image"].dtype == np.uint8
+    assert a[0]["label"].shape == (64, 64) and a[0]["label"].dtype == np.int32
+
+
+def test_labels_agree_with_pixels(small_digits):
+    """label > 0 exactly where a digit pixel is above threshold; each label is a pasted digit's
+    class + 1, inside that digit's box; the image is the maximum of the pasted digits."""
+    seg = SegmentationCanvases(small_digits, 30, num_digits=4, threshold=100, seed=0)
+    for i in range(30):
+        canvas = seg.canvas(i)
+        image, label = canvas["image"][..., 0], canvas["label"]
+        assert ((label > 0) == (image > 100)).all()
+        # Rebuild the image independently from the recorded layout.
+        expected = np.zeros((64, 64), np.uint8)
+        for d, (r, c) in zip(canvas["digit_indices"], canvas["positions"]):
+            patch = small_digits.images[d, ..., 0]
+            expected[r : r + 28, c : c + 28] = np.maximum(expected[r : r + 28, c : c + 28], patch)
+        np.testing.assert_array_equal(image, expected)
+        for value in np.unique(label[label > 0]):
+            ys, xs = np.nonzero(label == value)
+            inside = np.zeros(ys.shape, bool)
+            for (x0, y0, x1, y1), cls in zip(canvas["boxes"], canvas["classes"]):
+                if cls + 1 == value:
+                    inside |= (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+            assert inside.all()
+
+
+def test_overlap_goes_to_the_brightest_digit(small_digits):
+    """Squares 200+i are brighter for larger i. Reference: stack the pasted layers; each pixel
+    above threshold belongs to the last layer reaching the maximum."""
+    seg = SegmentationCanvases(small_digits, 200, num_digits=3, seed=1)
+    overlaps = 0
+    for i in range(200):
+        canvas = seg.canvas(i)
+        layers = np.zeros((3, 64, 64), int)
+        for k, (d, (r, c)) in enumerate(zip(canvas["digit_indices"], canvas["positions"])):
+            layers[k, r : r + 28, c : c + 28] = small_digits.images[d, ..., 0]
+        owner = 2 - np.argmax(layers[::-1], axis=0)
+        classes = small_digits.labels[canvas["digit_indices"]]
+        expected = np.where(layers.max(0) > 127, 1 + classes[owner], 0)
+        np.testing.assert_array_equal(canvas["label"], expected)
+        overlaps += ((layers > 127).sum(0) > 1).any()
+    assert overlaps > 10
+
+
+def test_detection_uses_the_same_canvases(small_digits):
+    seg = SegmentationCanvases(small_digits, 10, seed=5)
+    det = DetectionCanvases(small_digits, 10, seed=5)
+    for i in range(10):
+        example = det[i]
+        np.testing.assert_array_equal(example["image"], seg[i]["image"])
+        assert example["boxes"].shape == (3, 4) and example["boxes"].dtype == np.float32
+        assert example["classes"].shape == (3,) and example["classes"].dtype == np.int32
+        # The squares are 6..15 px placed with their top-left at (4, 6) inside the 28x28 patch.
+        canvas = det.canvas(i)
+        for (x0, y0, x1, y1), d, (r, c) in zip(example["boxes"], canvas["digit_indices"], canvas["positions"]):
+            side = 6 + d % 10
+            assert (x0, y0, x1, y1) == (c + 6, r + 4, c + 6 + side, r + 4 + side)
+    assert det.info.num_classes == 10 and seg.info.num_classes == 11
+
+
+def test_split_changes_the_layouts(small_digits):
+    test_digits = small_digits.select(slice(None), split="test")
+    a = SegmentationCanvases(small_digits, 5, seed=0).canvas(0)
+    b = SegmentationCanvases(test_digits, 5, seed=0).canvas(0)
+    assert not np.array_equal(a["positions"], b["positions"])
+
+
+def test_canvases_in_the_pipeline(small_digits):
+    loader = BatchLoader(SegmentationCanvases(small_digits, 12, seed=0), 4, seed=0, num_epochs=1,
+                         shard_index=0, shard_count=1)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 64, 64, 1) and batch["label"].shape == (4, 64, 64)
+
+
+def test_real_mnist_canvases(mnist_test):
+    seg = SegmentationCanvases(mnist_test, 4, seed=0)
+    example = seg[0]
+    assert ((example["label"] > 0) == (example["image"][..., 0] > 127)).all()
+    assert set(np.unique(example["label"])) - {0} <= {1 + c for c in seg.canvas(0)["classes"]}
+
+
+def test_rotated_digits(small_digits):
+    rot = RotatedDigits(small_digits, max_angle=45.0, seed=2)
+    angles = np.array([rot[i]["label"] for i in range(40)])
+    assert angles.dtype == np.float32 and (np.abs(angles) <= 45).all() and angles.std() > 5
+    for i in (0, 11):
+        example = rot[i]
+        assert example["image"].shape == (28, 28, 1) and example["image"].dtype == np.uint8
+        assert int(example["digit"]) == small_digits.labels[i]
+        expected = rotate_image(small_digits.images[i], float(example["label"]))
+        np.testing.assert_array_equal(example["image"], expected)
+    np.testing.assert_array_equal(RotatedDigits(small_digits, seed=2)[3]["image"], rot[3]["image"])
+
+
+def test_rotate_image_reference():
+    image = np.random.default_rng(0).integers(0, 256, (7, 7, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(rotate_image(image, 0.0), image)
+    np.testing.assert_array_equal(rotate_image(image, 90.0), np.rot90(image, 1))
+    np.testing.assert_array_equal(rotate_image(image, -90.0), np.rot90(image, -1))
+
+
+def test_argument_errors(small_digits):
+    with pytest.raises(ValueError, match="num_examples must be a positive int, got 0"):
+        SegmentationCanvases(small_digits, 0)
+    with pytest.raises(ValueError, match="canvas_size=20 is smaller than the digits"):
+        SegmentationCanvases(small_digits, 3, canvas_size=20)
+    with pytest.raises(ValueError, match="max_angle must be <= 180"):
+        RotatedDigits(small_digits, max_angle=200.0)
+    with pytest.raises(IndexError, match="index 5 is out of range for 5"):
+        SegmentationCanvases(small_digits, 5)[5]
