@@ -14,6 +14,20 @@ logger = logging.getLogger("jaxcnn.data")
 SOURCES = ("auto", "idx", "tfds")
 
 
+DERIVED_TASKS = ("segmentation", "detection", "rotation")
+
+
+def _derive(task: str, digits: RandomAccessSource) -> RandomAccessSource:
+    """The ``<digits>_<task>`` dataset built from a digits source (one example per digit)."""
+    from jaxcnn.data.derived import DetectionCanvases, RotatedDigits, SegmentationCanvases
+
+    if task == "segmentation":
+        return SegmentationCanvases(digits, len(digits))
+    if task == "detection":
+        return DetectionCanvases(digits, len(digits))
+    return RotatedDigits(digits)
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """No source could provide the dataset; the message lists every place looked."""
 
@@ -24,7 +38,11 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
 
     Args:
       name: ``"mnist"`` or ``"fashion_mnist"`` (IDX files or tfds), or any tfds image dataset
-        (``"cifar10"``, ``"mnist:3.0.1"``; tfds only).
+        (``"cifar10"``, ``"mnist:3.0.1"``; tfds only). A suffix ``_segmentation``,
+        ``_detection`` or ``_rotation`` (``"mnist_segmentation"``) derives, from the digits of
+        that split, one 64x64 canvas per digit (:class:`SegmentationCanvases`,
+        :class:`DetectionCanvases`, seed 0) or rotated digits with the angle as the target
+        (:class:`RotatedDigits`, within +/-45 degrees).
       split: ``"train"`` or ``"test"``, optionally sliced tfds-style: ``"train[:1000]"``,
         ``"train[90%:]"``.
       data_dir: for IDX, a folder holding ``<name>/train-images-idx3-ubyte[.gz]`` ... or the files
@@ -52,6 +70,9 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
     check_str(split, "split", fn)
     check_choice(source, "source", fn, SOURCES)
     check_bool(download, "download", fn)
+    base, _, task = name.rpartition("_")
+    if task in DERIVED_TASKS and base:
+        return _derive(task, load(base, split, data_dir=data_dir, source=source, download=download))
     is_idx = name in idx.IDX_DATASETS
     if source == "idx" and not is_idx:
         raise ValueError(

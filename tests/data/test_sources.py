@@ -50,3 +50,15 @@ def test_index_errors():
         source[1.0]
     with pytest.raises(IndexError, match=r"indices must lie in \[0, 3\)"):
         source.get_batch([0, 5])
+
+
+def test_load_derived_dataset_by_name(data_dir):
+    from jaxcnn.data import RotatedDigits, SegmentationCanvases, load
+
+    seg = load("mnist_segmentation", "test[:20]", data_dir=data_dir)
+    assert isinstance(seg, SegmentationCanvases) and len(seg) == 20
+    assert seg[3]["image"].shape == (64, 64, 1) and seg[3]["label"].shape == (64, 64)
+    assert seg.info.num_classes == 11
+    rot = load("mnist_rotation", "train[:5]", data_dir=data_dir)
+    assert isinstance(rot, RotatedDigits)
+    assert all(-45.0 <= float(rot[i]["label"]) <= 45.0 for i in range(5))
