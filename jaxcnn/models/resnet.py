@@ -1,0 +1,127 @@
+"""ResNet-18...152, torchvision-compatible (v1.5: the stride sits in the 3x3 conv).
+
+Parameter names follow torchvision's state dict (``layer1_0/conv1`` for ``layer1.0.conv1``)
+so ImageNet weights map one to one (:func:`jaxcnn.models.load_torch_resnet`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcnn import functional as F
+from jaxcnn import nn as jnn
+
+_conv_init = jnn.he_fan_out_init()
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual; expansion 1."""
+
+    features: int
+    stride: int = 1
+    axis_name: Any = None
+    dtype: Any = None
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
+        norm = partial(jnn.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
+        y = conv(self.features, 3, stride=self.stride, padding=1, name="conv1")(x)
+        y = F.relu(norm(name="bn1")(y, train=train))
+        y = conv(self.features, 3, padding=1, name="conv2")(y)
+        y = norm(name="bn2")(y, train=train)
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = conv(self.features, 1, stride=self.stride, name="downsample_conv")(x)
+            x = norm(name="downsample_bn")(x, train=train)
+        return F.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand (x4), with a residual."""
+
+    features: int
+    stride: int = 1
+    axis_name: Any = None
+    dtype: Any = None
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
+        norm = partial(jnn.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
+        out = self.features * self.expansion
+        y = F.relu(norm(name="bn1")(conv(self.features, 1, name="conv1")(x), train=train))
+        y = conv(self.features, 3, stride=self.stride, padding=1, name="conv2")(y)
+        y = F.relu(norm(name="bn2")(y, train=train))
+        y = norm(name="bn3")(conv(out, 1, name="conv3")(y), train=train)
+        if self.stride != 1 or x.shape[-1] != out:
+            x = conv(out, 1, stride=self.stride, name="downsample_conv")(x)
+            x = norm(name="downsample_bn")(x, train=train)
+        return F.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """ResNet classifier: ``(N, H, W, C) -> (N, num_classes)`` logits (float32).
+
+    ``small_input=True`` replaces the 7x7/2 stem and its max pool with a 3x3/1 conv, for
+    28-32 px images (CIFAR/MNIST practice). ``return_features=True`` in ``__call__`` returns
+    the list of stage outputs (strides 4, 8, 16, 32 with the ImageNet stem) instead of logits,
+    for segmentation heads.
+    """
+
+    stage_sizes: Sequence[int]
+    block: Any = BasicBlock
+    num_classes: int = 1000
+    width: int = 64
+    small_input: bool = False
+    axis_name: Any = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False, return_features: bool = False):
+        x = jnp.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"ResNet: x must be (N, H, W, C), got shape {tuple(x.shape)}")
+        conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
+        if self.small_input:
+            x = conv(self.width, 3, padding=1, name="conv1")(x)
+        else:
+            x = conv(self.width, 7, stride=2, padding=3, name="conv1")(x)
+        x = F.relu(jnn.BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x, train=train))
+        if not self.small_input:
+            x = jnn.MaxPool(3, stride=2, padding=1)(x)
+        features = []
+        for i, blocks in enumerate(self.stage_sizes):
+            for j in range(blocks):
+                stride = 2 if i > 0 and j == 0 else 1
+                x = self.block(
+                    self.width * 2**i, stride=stride, axis_name=self.axis_name, dtype=self.dtype,
+                    name=f"layer{i + 1}_{j}",
+                )(x, train=train)
+            features.append(x)
+        if return_features:
+            return features
+        x = F.global_avg_pool(x)
+        return jnn.Dense(self.num_classes, dtype=self.dtype, kernel_init=_torch_linear_init, name="fc")(x).astype(
+            jnp.float32
+        )
+
+
+def _torch_linear_init(key, shape, dtype=jnp.float32):
+    """PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / shape[0] ** 0.5
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+ResNet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
+ResNet34 = partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock)
+ResNet50 = partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck)
+ResNet101 = partial(ResNet, stage_sizes=(3, 4, 23, 3), block=Bottleneck)
+ResNet152 = partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottleneck)

@@ -1,0 +1,91 @@
+"""The classic introductory CNN and LeNet-5."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcnn import functional as F
+from jaxcnn import nn as jnn
+
+
+class SimpleCNN(nn.Module):
+    """Conv(32, 3x3)+ReLU, MaxPool 2x2/2, Conv(64, 3x3)+ReLU, MaxPool 2x2/2, Flatten,
+    Dense(1024)+ReLU, [Dropout], Dense(num_classes).
+
+    Input ``(N, H, W, C)`` (28x28x1 for MNIST: 1,668,490 parameters with 10 classes);
+    output logits ``(N, num_classes)``. ``num_classes=1`` makes it a scalar regressor.
+    """
+
+    num_classes: int = 10
+    dropout_rate: float = 0.0
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = jnn.Conv(32, 3, dtype=self.dtype, name="conv1")(x)
+        x = jnn.MaxPool(2)(F.relu(x))
+        x = jnn.Conv(64, 3, dtype=self.dtype, name="conv2")(x)
+        x = jnn.MaxPool(2)(F.relu(x))
+        x = F.flatten(x)
+        x = F.relu(jnn.Dense(1024, dtype=self.dtype, name="fc1")(x))
+        x = jnn.Dropout(self.dropout_rate)(x, train=train)
+        return jnn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x).astype(jnp.float32)
+
+
+class LeNet5(nn.Module):
+    """LeCun et al. (1998): 6 maps 5x5, pool, 16 maps 5x5, pool, 120, 84, ``num_classes``.
+
+    On 28x28 inputs the first conv pads by 2, as the original network saw 32x32 images;
+    61,706 parameters with 10 classes. ``activation="tanh"`` and ``pool="avg"`` give the
+    original's flavour; the defaults (ReLU, max pooling) train faster.
+    """
+
+    num_classes: int = 10
+    activation: str = "relu"
+    pool: str = "max"
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = {"relu": F.relu, "tanh": F.tanh}.get(self.activation)
+        if act is None:
+            raise ValueError(f"LeNet5: activation must be 'relu' or 'tanh', got {self.activation!r}")
+        pool = {"max": jnn.MaxPool, "avg": jnn.AvgPool}.get(self.pool)
+        if pool is None:
+            raise ValueError(f"LeNet5: pool must be 'max' or 'avg', got {self.pool!r}")
+        pad = 2 if x.ndim == 4 and x.shape[1] == 28 else 0
+        x = act(jnn.Conv(6, 5, padding=pad, dtype=self.dtype, name="conv1")(x))
+        x = pool(2)(x)
+        x = act(jnn.Conv(16, 5, dtype=self.dtype, name="conv2")(x))
+        x = pool(2)(x)
+        x = F.flatten(x)
+        x = act(jnn.Dense(120, dtype=self.dtype, name="fc1")(x))
+        x = act(jnn.Dense(84, dtype=self.dtype, name="fc2")(x))
+        return jnn.Dense(self.num_classes, dtype=self.dtype, name="fc3")(x).astype(jnp.float32)
+
+
+class SignalRegressor(nn.Module):
+    """A small 1D CNN for regression on signals: ``(N, L, C) -> (N, num_outputs)``.
+
+    ``len(features)`` blocks of Conv1d(k) + BatchNorm + ReLU + MaxPool(2), then global
+    average pooling and a dense head.
+    """
+
+    num_outputs: int = 1
+    features: tuple[int, ...] = (16, 32, 64)
+    kernel_size: int = 5
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for i, f in enumerate(self.features):
+            x = jnn.Conv(f, self.kernel_size, padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i + 1}")(x)
+            x = F.relu(jnn.BatchNorm(dtype=self.dtype, name=f"bn{i + 1}")(x, train=train))
+            if x.shape[1] >= 2:
+                x = jnn.MaxPool(2)(x)
+        x = F.global_avg_pool(x)
+        return jnn.Dense(self.num_outputs, dtype=self.dtype, name="head")(x).astype(jnp.float32)

@@ -1,0 +1,401 @@
+"""Flax linen modules: thin wrappers that own parameters and state for ``jaxcnn.functional``.
+
+Each module's ``__call__`` creates its parameters and calls the functional op with them, so a
+module and its op give the same numbers by construction (tested). Arguments and defaults are
+the functional op's. Parameters live in ``params``; batch-norm running statistics in
+``batch_stats``. ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``) and ``param_dtype``
+the storage dtype (float32 by default), as in Flax.
+
+Modules that behave differently in training take ``train: bool`` in ``__call__``
+(``BatchNorm``, ``Dropout``, ``Sequential``); the others ignore it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+
+from jaxcnn import functional as F
+from jaxcnn.functional import _arguments as args
+
+Initializer = Callable[..., jax.Array]
+
+
+def fan_in_init(scale: float = 1.0, distribution: str = "truncated_normal", *, layout: str = "NHWC") -> Initializer:
+    """Variance-scaling init (``scale / fan_in``) for a conv or dense kernel in ``layout``.
+
+    NHWC kernels are ``(*window, I, O)``, NCHW ones ``(O, I, *window)``; the fan is taken on
+    the right axes for either. ``scale=1`` is LeCun init (Flax's default), ``2`` He init.
+    """
+    last = args.channels_last(layout, "fan_in_init")
+
+    def init(key, shape, dtype=jnp.float32):
+        in_axis, out_axis = (-2, -1) if last or len(shape) == 2 else (1, 0)
+        return nn.initializers.variance_scaling(scale, "fan_in", distribution, in_axis=in_axis, out_axis=out_axis)(
+            key, shape, dtype
+        )
+
+    return init
+
+
+def he_fan_out_init(*, layout: str = "NHWC") -> Initializer:
+    """Kaiming normal with ``fan_out`` (torchvision's ResNet conv init)."""
+    last = args.channels_last(layout, "he_fan_out_init")
+
+    def init(key, shape, dtype=jnp.float32):
+        in_axis, out_axis = (-2, -1) if last else (1, 0)
+        return nn.initializers.variance_scaling(2.0, "fan_out", "normal", in_axis=in_axis, out_axis=out_axis)(
+            key, shape, dtype
+        )
+
+    return init
+
+
+def _channels(x: jax.Array, layout: str, op: str) -> int:
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must have a batch and a channel axis, got shape {tuple(x.shape)}")
+    return x.shape[-1] if args.channels_last(layout, op, x.ndim - 2 if x.ndim > 2 else None) else x.shape[1]
+
+
+class Conv(nn.Module):
+    """Convolution layer over :func:`jaxcnn.functional.conv` (1D/2D/3D by the input rank).
+
+    Parameters: ``kernel`` ``(*window, C_in // groups, features)`` (NHWC) or
+    ``(features, C_in // groups, *window)`` (NCHW), and ``bias`` ``(features,)``.
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    stride: int | Sequence[int] = 1
+    padding: Any = "VALID"
+    dilation: int | Sequence[int] = 1
+    groups: int = 1
+    padding_mode: str = "zeros"
+    pad_value: float = 0.0
+    use_bias: bool = True
+    layout: str = "NHWC"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Initializer | None = None
+    bias_init: Initializer = nn.initializers.zeros
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        op = f"Conv({self.name})"
+        x = jnp.asarray(x)
+        args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
+        n = x.ndim - 2
+        window = args.as_tuple(self.kernel_size, n, "kernel_size", op)
+        if not isinstance(self.features, int) or self.features < 1:
+            raise ValueError(f"{op}: features must be a positive int, got {self.features!r}")
+        c_in = _channels(x, self.layout, op)
+        if not isinstance(self.groups, int) or self.groups < 1 or c_in % self.groups:
+            raise ValueError(f"{op}: groups={self.groups!r} must be a positive int dividing C_in={c_in} (x shape {tuple(x.shape)})")
+        last = args.channels_last(self.layout, op, n)
+        shape = (*window, c_in // self.groups, self.features) if last else (self.features, c_in // self.groups, *window)
+        init = self.kernel_init or fan_in_init(layout=self.layout)
+        kernel = self.param("kernel", init, shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return F.conv(
+            x, kernel, bias, stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+            padding_mode=self.padding_mode, pad_value=self.pad_value, layout=self.layout, precision=self.precision,
+        )
+
+
+class ConvTranspose(nn.Module):
+    """Transposed convolution over :func:`jaxcnn.functional.conv_transpose`.
+
+    Parameters: ``kernel`` ``(*window, C_in, features // groups)`` (NHWC) or PyTorch's
+    ``(C_in, features // groups, *window)`` (NCHW), and ``bias`` ``(features,)``.
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    stride: int | Sequence[int] = 1
+    padding: Any = 0
+    output_padding: int | Sequence[int] = 0
+    dilation: int | Sequence[int] = 1
+    groups: int = 1
+    use_bias: bool = True
+    layout: str = "NHWC"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Initializer | None = None
+    bias_init: Initializer = nn.initializers.zeros
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        op = f"ConvTranspose({self.name})"
+        x = jnp.asarray(x)
+        args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
+        n = x.ndim - 2
+        window = args.as_tuple(self.kernel_size, n, "kernel_size", op)
+        c_in = _channels(x, self.layout, op)
+        if not isinstance(self.groups, int) or self.groups < 1 or self.features % self.groups or c_in % self.groups:
+            raise ValueError(
+                f"{op}: groups={self.groups!r} must divide C_in={c_in} and features={self.features}"
+            )
+        last = args.channels_last(self.layout, op, n)
+        out_per_group = self.features // self.groups
+        shape = (*window, c_in, out_per_group) if last else (c_in, out_per_group, *window)
+        # The fan-in of a transposed conv is the contribution count of the input channels.
+        default = nn.initializers.variance_scaling(
+            1.0, "fan_out", "truncated_normal", in_axis=-1 if last else 1, out_axis=-2 if last else 0
+        )
+        kernel = self.param("kernel", self.kernel_init or default, shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return F.conv_transpose(
+            x, kernel, bias, stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+            dilation=self.dilation, groups=self.groups, layout=self.layout, precision=self.precision,
+        )
+
+
+class Dense(nn.Module):
+    """Fully connected layer over :func:`jaxcnn.functional.dense`: ``kernel`` ``(in, features)``."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        x = jnp.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"Dense({self.name}): x must have a feature axis, got shape {tuple(x.shape)}")
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return F.dense(x, kernel, bias, precision=self.precision)
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation over :func:`jaxcnn.functional.batch_norm` (PyTorch semantics).
+
+    ``momentum`` is the weight of the new batch statistic (PyTorch's convention, 0.1).
+    Running ``mean``/``var`` live in the ``batch_stats`` collection and are updated when
+    ``train=True`` and ``batch_stats`` is mutable. ``axis_name`` synchronises the statistics
+    across devices (``shard_map``/``pmap``).
+    """
+
+    momentum: float = 0.1
+    eps: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    axis_name: Any = None
+    layout: str = "NHWC"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    scale_init: Initializer = nn.initializers.ones
+    bias_init: Initializer = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = jnp.asarray(x)
+        c = _channels(x, self.layout, f"BatchNorm({self.name})")
+        mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        scale = self.param("scale", self.scale_init, (c,), self.param_dtype) if self.use_scale else None
+        bias = self.param("bias", self.bias_init, (c,), self.param_dtype) if self.use_bias else None
+        (x,) = promote_dtype(x, dtype=self.dtype)
+        if scale is not None:
+            scale = scale.astype(x.dtype)
+        if bias is not None:
+            bias = bias.astype(x.dtype)
+        y, new_mean, new_var = F.batch_norm(
+            x, scale, bias, mean.value, var.value, train=bool(train), momentum=self.momentum, eps=self.eps,
+            axis_name=None if self.is_initializing() else self.axis_name, layout=self.layout,
+        )
+        if train and not self.is_initializing():
+            mean.value, var.value = new_mean, new_var
+        return y
+
+
+class GroupNorm(nn.Module):
+    """Group normalisation over :func:`jaxcnn.functional.group_norm`."""
+
+    num_groups: int = 32
+    eps: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    layout: str = "NHWC"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        x = jnp.asarray(x)
+        c = _channels(x, self.layout, f"GroupNorm({self.name})")
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype) if self.use_scale else None
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype) if self.use_bias else None
+        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        return F.group_norm(x, self.num_groups, scale, bias, eps=self.eps, layout=self.layout)
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the trailing ``normalized_ndim`` axes (:func:`F.layer_norm`)."""
+
+    normalized_ndim: int = 1
+    eps: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        x = jnp.asarray(x)
+        if not 1 <= self.normalized_ndim <= x.ndim:
+            raise ValueError(f"LayerNorm({self.name}): normalized_ndim={self.normalized_ndim} for x of shape {tuple(x.shape)}")
+        shape = tuple(x.shape[x.ndim - self.normalized_ndim :])
+        scale = self.param("scale", nn.initializers.ones, shape, self.param_dtype) if self.use_scale else None
+        bias = self.param("bias", nn.initializers.zeros, shape, self.param_dtype) if self.use_bias else None
+        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        return F.layer_norm(x, scale, bias, normalized_shape=shape, eps=self.eps)
+
+
+class Dropout(nn.Module):
+    """Dropout over :func:`jaxcnn.functional.dropout`; ``rate`` is the drop probability.
+
+    Active only with ``train=True``, drawing from the ``"dropout"`` RNG stream.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if not train or self.rate == 0.0:
+            return F.dropout(None, x, self.rate, deterministic=True)
+        return F.dropout(self.make_rng("dropout"), x, self.rate)
+
+
+class _Pool(nn.Module):
+    """Window pooling with the functional op's arguments."""
+
+    window: int | Sequence[int]
+    stride: int | Sequence[int] | None = None
+    padding: Any = 0
+    ceil_mode: bool = False
+    layout: str = "NHWC"
+
+    def _op_kwargs(self) -> dict[str, Any]:
+        return dict(stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode, layout=self.layout)
+
+
+class MaxPool(_Pool):
+    """Max pooling (:func:`jaxcnn.functional.max_pool`); ``stride`` defaults to ``window``."""
+
+    dilation: int | Sequence[int] = 1
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return F.max_pool(x, self.window, dilation=self.dilation, **self._op_kwargs())
+
+
+class MinPool(_Pool):
+    """Min pooling (:func:`jaxcnn.functional.min_pool`)."""
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return F.min_pool(x, self.window, **self._op_kwargs())
+
+
+class AvgPool(_Pool):
+    """Average pooling (:func:`jaxcnn.functional.avg_pool`)."""
+
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return F.avg_pool(
+            x, self.window, count_include_pad=self.count_include_pad, divisor_override=self.divisor_override,
+            **self._op_kwargs(),
+        )
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over all spatial axes: ``(N, *spatial, C) -> (N, C)`` (NHWC)."""
+
+    layout: str = "NHWC"
+    keepdims: bool = False
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return F.global_avg_pool(x, layout=self.layout, keepdims=self.keepdims)
+
+
+class GlobalMaxPool(nn.Module):
+    """Max over all spatial axes: ``(N, *spatial, C) -> (N, C)`` (NHWC)."""
+
+    layout: str = "NHWC"
+    keepdims: bool = False
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return F.global_max_pool(x, layout=self.layout, keepdims=self.keepdims)
+
+
+class Upsample(nn.Module):
+    """Resizing by ``scale_factor`` or to ``size`` (:func:`jaxcnn.functional.upsample`)."""
+
+    scale_factor: Any = None
+    size: Any = None
+    method: str = "nearest"
+    align_corners: bool = False
+    layout: str = "NHWC"
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return F.upsample(
+            x, scale_factor=self.scale_factor, size=self.size, method=self.method,
+            align_corners=self.align_corners, layout=self.layout,
+        )
+
+
+class Flatten(nn.Module):
+    """``(N, ...) -> (N, prod(...))`` (:func:`jaxcnn.functional.flatten`)."""
+
+    start_axis: int = 1
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return F.flatten(x, self.start_axis)
+
+
+def _accepts_train(layer: Callable) -> bool:
+    fn = layer.__call__ if isinstance(layer, nn.Module) else layer
+    try:
+        return "train" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class Sequential(nn.Module):
+    """Applies ``layers`` in order; ``train`` reaches the layers whose ``__call__`` takes it.
+
+    Layers may be modules or plain functions such as ``jaxcnn.functional.relu``::
+
+      Sequential([Conv(32, 3), F.relu, MaxPool(2), Flatten(), Dense(10)])
+    """
+
+    layers: Sequence[Callable]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if not self.layers:
+            raise ValueError("Sequential: layers is empty")
+        for layer in self.layers:
+            x = layer(x, train=train) if _accepts_train(layer) else layer(x)
+        return x
