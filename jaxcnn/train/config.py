@@ -1,0 +1,235 @@
+"""The training config schema and its defaults.
+
+``default_config()`` returns an ``ml_collections.ConfigDict`` that experiment configs start
+from and the command line overrides (``--config.optimizer.learning_rate=0.01``). Fields:
+
+=============================  ==========================================================================
+field                          meaning
+=============================  ==========================================================================
+``seed``                       int; seeds init, dropout and the data order (same seed -> same run)
+``task``                       ``"classification"`` | ``"segmentation"`` | ``"regression"``
+``regression_loss``            ``"mse"`` | ``"mae"`` (regression only)
+``dataset.name``               e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
+``dataset.data_dir``           folder of the files; ``""``: ``$JAXCNN_DATA_DIR`` / defaults
+``dataset.source``             ``"auto"`` | ``"idx"`` | ``"tfds"``
+``dataset.train_split``        e.g. ``"train"``, ``"train[:1000]"``
+``dataset.eval_split``         e.g. ``"test"``; without its slice, the ``split`` in ``metrics.jsonl``
+``dataset.num_classes``        0: taken from the dataset
+``dataset.worker_count``       grain worker processes (0: threads only)
+``model.name``                 a ``jaxcnn.models.get_model`` name; every other ``model.*`` key is passed
+                               to it (``num_classes``, ``axis_name`` and ``dtype`` are filled in)
+``batch_size``                 global batch (all devices and processes); divisible by the device count
+``eval_batch_size``            0: ``batch_size``
+``num_epochs`` / ``num_steps`` run length; ``num_steps > 0`` wins over ``num_epochs``
+``optimizer.name``             ``"sgd"`` | ``"adam"`` | ``"adamw"`` | any ``optax`` optimizer name
+``optimizer.learning_rate``    peak learning rate
+``optimizer.momentum``         sgd (and others that take it); 0: plain SGD
+``optimizer.nesterov``         bool
+``optimizer.weight_decay``     decoupled for adamw-like optimizers, L2 otherwise; never on bias/norm
+``optimizer.kwargs``           extra keyword arguments for the optax optimizer (``b1``, ``eps``...)
+``schedule.name``              ``"constant"`` | ``"step"`` | ``"cosine"`` | ``"warmup_cosine"`` |
+                               ``"onecycle"`` | ``"linear"``
+``schedule.warmup_steps``      linear warmup, in optimizer updates
+``schedule.end_learning_rate`` final value of cosine / linear
+``schedule.boundaries``        step schedule: update counts, or fractions of the run in (0, 1)
+``schedule.decay_factor``      step schedule: factor at each boundary
+``schedule.pct_start`` ...     onecycle: ``pct_start``, ``div_factor``, ``final_div_factor``
+``grad_clip_norm``             clip the global gradient norm (0: off)
+``grad_accum_steps``           average gradients of k steps per update (``optax.MultiSteps``)
+``ema_decay``                  keep an EMA of the params (0: off); evaluation uses it if ``eval_use_ema``
+``init_from_checkpoint``       checkpoint folder to take params/batch stats from (fine-tuning; params
+                               of matching path and shape; ``""``: off; ignored when resuming)
+``freeze``                     list of param path globs kept fixed, e.g. ``["conv1", "*/bias"]``
+``mixed_precision``            bf16 compute (the model's ``dtype``), f32 params and loss
+``augment``                    list of ``jaxcnn.data.augment`` functions applied on the device to
+                               training batches, e.g. ``["random_crop", "random_flip"]``
+``augment_options.<name>``     keyword arguments of one of them, e.g. ``augment_options.random_crop.padding``
+``normalize.mean`` / ``.std``  images become ``(image / 255 - mean) / std`` (train and eval)
+``eval_every_steps``           0: at the end of every epoch
+``log_every_steps``            train metrics are averaged over this many steps
+``checkpoint.every_steps``     0: only at evaluations, the end and on SIGTERM/SIGINT
+``checkpoint.keep``            most recent checkpoints kept
+``checkpoint.best_metric``     also keep the best checkpoint by this eval metric (``""``: off)
+``checkpoint.best_mode``       ``"max"`` | ``"min"``
+``checkpoint.async_save``      write checkpoints in the background
+``parallel``                   ``"auto"`` (``jit`` on several devices, else ``none``) | ``"none"`` |
+                               ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
+``num_devices``                devices to use (0: all)
+``progress_bar``               tqdm bar with loss, accuracy, images/s (process 0 only)
+``tensorboard`` / ``plots``    write TensorBoard events / PNG plots at the end
+=============================  ==========================================================================
+
+Outputs in ``workdir``: ``metrics.jsonl`` (one JSON object per log/eval event: ``step``,
+``epoch``, ``split``, ``loss``, ``accuracy``..., deterministic: same config and seed give the
+same file byte for byte, also across a resume), ``timings.jsonl`` (wall-clock: seconds,
+images/s; excluded from that promise), ``config.json``, ``checkpoints/``, ``tensorboard/``,
+``plots/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from jaxcnn.train.optimizers import SCHEDULES
+from jaxcnn.train.parallel import PARALLEL_MODES
+from jaxcnn.train.tasks import TASKS
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The defaults: SimpleCNN on MNIST, SGD with momentum, one epoch on all devices."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.task = "classification"
+    config.regression_loss = "mse"
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = "mnist"
+    config.dataset.data_dir = ""
+    config.dataset.source = "auto"
+    config.dataset.train_split = "train"
+    config.dataset.eval_split = "test"
+    config.dataset.num_classes = 0
+    config.dataset.worker_count = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "SimpleCNN"
+
+    config.batch_size = 128
+    config.eval_batch_size = 0
+    config.num_epochs = 1
+    config.num_steps = 0
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.05
+    config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = False
+    config.optimizer.weight_decay = 0.0
+    config.optimizer.kwargs = ml_collections.ConfigDict()
+
+    config.schedule = ml_collections.ConfigDict()
+    config.schedule.name = "constant"
+    config.schedule.warmup_steps = 0
+    config.schedule.end_learning_rate = 0.0
+    config.schedule.boundaries = ()
+    config.schedule.decay_factor = 0.1
+    config.schedule.pct_start = 0.3
+    config.schedule.div_factor = 25.0
+    config.schedule.final_div_factor = 1e4
+
+    config.grad_clip_norm = 0.0
+    config.grad_accum_steps = 1
+    config.ema_decay = 0.0
+    config.eval_use_ema = True
+    config.init_from_checkpoint = ""
+    config.freeze = ()
+    config.mixed_precision = False
+    config.augment = ()
+    config.augment_options = ml_collections.ConfigDict()
+    config.normalize = ml_collections.ConfigDict()
+    config.normalize.mean = 0.0
+    config.normalize.std = 1.0
+
+    config.eval_every_steps = 0
+    config.log_every_steps = 50
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 0
+    config.checkpoint.keep = 3
+    config.checkpoint.best_metric = "accuracy"
+    config.checkpoint.best_mode = "max"
+    config.checkpoint.async_save = True
+
+    config.parallel = "auto"
+    config.num_devices = 0
+    config.progress_bar = True
+    config.tensorboard = True
+    config.plots = True
+    return config
+
+
+def _check_int(config: Any, field: str, minimum: int) -> int:
+    value = _lookup(config, field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"config.{field} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_float(config: Any, field: str, minimum: float = 0.0, below: float | None = None) -> float:
+    value = _lookup(config, field)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < minimum
+        or (below is not None and value >= below)
+    ):
+        bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
+        raise ValueError(f"config.{field} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _check_choice(config: Any, field: str, choices: tuple[str, ...]) -> str:
+    value = _lookup(config, field)
+    if value not in choices:
+        raise ValueError(f"config.{field}={value!r} is not one of {choices}")
+    return value
+
+
+def _lookup(config: Any, field: str) -> Any:
+    value = config
+    for part in field.split("."):
+        if part not in value:
+            raise ValueError(f"config.{field} is missing; start from jaxcnn.train.default_config()")
+        value = value[part]
+    return value
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ``ValueError``/``TypeError`` naming the first bad field and its value."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise TypeError(f"config must be an ml_collections.ConfigDict, got {type(config).__name__}")
+    _check_int(config, "seed", 0)
+    _check_choice(config, "task", TASKS)
+    _check_choice(config, "regression_loss", ("mse", "mae"))
+    for field in ("dataset.name", "model.name", "optimizer.name"):
+        if not isinstance(_lookup(config, field), str) or not _lookup(config, field):
+            raise ValueError(f"config.{field} must be a non-empty string, got {_lookup(config, field)!r}")
+    _check_int(config, "dataset.num_classes", 0)
+    _check_int(config, "dataset.worker_count", 0)
+    _check_int(config, "batch_size", 1)
+    _check_int(config, "eval_batch_size", 0)
+    _check_int(config, "num_epochs", 0)
+    _check_int(config, "num_steps", 0)
+    if config.num_epochs == 0 and config.num_steps == 0:
+        raise ValueError("config.num_epochs and config.num_steps are both 0; set one of them")
+    if _check_float(config, "optimizer.learning_rate") <= 0:
+        raise ValueError(
+            f"config.optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate!r}"
+        )
+    _check_float(config, "optimizer.momentum", 0.0, 1.0)
+    _check_float(config, "optimizer.weight_decay")
+    _check_choice(config, "schedule.name", SCHEDULES)
+    _check_int(config, "schedule.warmup_steps", 0)
+    _check_float(config, "grad_clip_norm")
+    _check_int(config, "grad_accum_steps", 1)
+    _check_float(config, "ema_decay", 0.0, 1.0)
+    for field in ("freeze", "augment"):
+        value = _lookup(config, field)
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"config.{field} must be a list of strings, got {value!r}")
+    if _check_float(config, "normalize.std") <= 0:
+        raise ValueError(f"config.normalize.std must be > 0, got {config.normalize.std!r}")
+    _check_float(config, "normalize.mean", float("-inf"))
+    _check_int(config, "eval_every_steps", 0)
+    _check_int(config, "log_every_steps", 1)
+    _check_int(config, "checkpoint.every_steps", 0)
+    _check_int(config, "checkpoint.keep", 1)
+    _check_choice(config, "checkpoint.best_mode", ("max", "min"))
+    _check_choice(config, "parallel", PARALLEL_MODES)
+    _check_int(config, "num_devices", 0)
+    if config.parallel == "none" and config.num_devices > 1:
+        raise ValueError(
+            f"config.parallel='none' runs on one device, but config.num_devices={config.num_devices}"
+        )

@@ -1,0 +1,104 @@
+"""Evaluation: one pass over a loader, and the evaluation of a finished (or running) workdir."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcnn.train.builders import (
+    build_model,
+    dataset_num_classes,
+    eval_split_name,
+    load_sources,
+    make_preprocessing,
+    make_task_for,
+)
+from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.parallel import DataParallel
+from jaxcnn.train.state import TrainState
+from jaxcnn.train.steps import make_eval_step
+from jaxcnn.train.tasks import Task, add_statistics
+
+
+def evaluate(
+    parallel: DataParallel, eval_step, state: TrainState, loader: Any, task: Task
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Runs ``eval_step`` over one pass of ``loader``; returns ``(metrics, summed statistics)``."""
+    total = None
+    for batch in loader:
+        stats = jax.device_get(eval_step(state, parallel.put_batch(batch)))
+        total = add_statistics(total, stats)
+    if total is None:
+        raise ValueError("evaluate: the evaluation loader yielded no batch")
+    return task.summarize(total), total
+
+
+def evaluate_workdir(
+    workdir: str | os.PathLike, *, checkpoint: str = "best", eval_source: Any = None
+) -> dict[str, Any]:
+    """Evaluates a ``train_and_evaluate`` workdir's checkpoint on its evaluation split.
+
+    Args:
+      workdir: a folder with ``config.json`` and ``checkpoints/`` (zoo models only: the model
+        is rebuilt from the config).
+      checkpoint: ``"best"`` (by ``checkpoint.best_metric``; the latest when none was ranked)
+        or ``"latest"``.
+      eval_source: a source to evaluate on instead of ``config.dataset.eval_split``.
+
+    Returns:
+      ``{"step", "checkpoint", "split", "loss", "accuracy", ...}``; with ``ema_decay`` and
+      ``eval_use_ema`` the EMA weights are evaluated, as during training.
+    """
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"evaluate_workdir: checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    workdir = os.fspath(workdir)
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"evaluate_workdir: {config_path} does not exist; is it a jaxcnn train workdir?"
+        )
+    with open(config_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if eval_source is None:
+        train_source, eval_source = load_sources(config)
+    else:
+        train_source = eval_source
+    num_classes = dataset_num_classes(config, train_source)
+
+    devices = jax.local_devices() if config.parallel == "pmap" else jax.devices()
+    if config.num_devices:
+        devices = devices[: config.num_devices]
+    parallel = DataParallel(config.parallel, devices)
+    batch_size = config.eval_batch_size or config.batch_size
+    parallel.check_batch_size(batch_size, "config.eval_batch_size")
+    model = build_model(config, num_classes, parallel.axis_name)
+    task = make_task_for(config, num_classes)
+
+    with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False) as ckpt:
+        step = ckpt.best_step() if checkpoint == "best" else ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"evaluate_workdir: no checkpoint in {ckpt.directory}")
+        variables = ckpt.restore_variables(step)
+    use_ema = bool(config.ema_decay and config.eval_use_ema and variables["ema_params"] is not None)
+    state = TrainState(
+        step=jnp.asarray(step, jnp.int32),
+        params=variables["ema_params"] if use_ema else variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=None,
+        rng=jnp.zeros((2,), jnp.uint32),
+    )
+    _, eval_preprocess = make_preprocessing(config)
+    eval_step = parallel.compile_eval_step(
+        make_eval_step(model, task, axis_name=parallel.axis_name, preprocess=eval_preprocess)
+    )
+    from jaxcnn.data.pipeline import BatchLoader
+
+    loader = BatchLoader(eval_source, batch_size, shuffle=False, num_epochs=1, last_batch="pad")
+    metrics, _ = evaluate(parallel, eval_step, parallel.put_state(state), loader, task)
+    return {"step": step, "checkpoint": checkpoint, "split": eval_split_name(config), **metrics}

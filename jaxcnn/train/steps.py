@@ -1,0 +1,191 @@
+"""Train and eval step factories for any linen model, task and optax optimizer.
+
+A step is a pure function ``(state, batch) -> ...`` meant for ``jax.jit``. Given ``axis_name``,
+it also runs per device under ``jax.shard_map``/``jax.pmap``: gradients, BatchNorm statistics
+(through the model's own ``axis_name``) and metrics are averaged over that axis, so every
+device holds the same state. See ``jaxcnn.train.parallel`` for the wrappers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcnn.train.state import TrainState
+from jaxcnn.train.tasks import Task
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def model_inputs(batch: Batch) -> jax.Array:
+    """``batch["image"]`` as float: uint8 images are scaled to ``[0, 1]`` on the device."""
+    images = batch["image"]
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        return images.astype(jnp.float32) / 255.0
+    return images
+
+
+def _mean_over(tree: Any, axis_name: str | None) -> Any:
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def make_train_step(
+    model: nn.Module,
+    task: Task,
+    tx: optax.GradientTransformation,
+    *,
+    axis_name: str | None = None,
+    ema_decay: float | None = None,
+    learning_rate_fn: optax.Schedule | None = None,
+    grad_accum_steps: int = 1,
+    preprocess: Callable[[jax.Array, Batch], Batch] | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """Returns ``train_step(state, batch) -> (new_state, metrics)``.
+
+    Args:
+      model: linen module, ``model.apply(variables, x, train=True, mutable=["batch_stats"],
+        rngs={"dropout": key})``. Under ``axis_name`` its BatchNorm layers should carry the same
+        ``axis_name`` so running statistics are averaged across devices.
+      task: loss and metrics (:mod:`jaxcnn.train.tasks`).
+      tx: optimizer; its state lives in ``state.opt_state``.
+      axis_name: the device axis when run per device (``shard_map``/``pmap``), else ``None``.
+      ema_decay: when set, ``ema_params <- decay * ema_params + (1 - decay) * params`` after
+        every step (micro-steps included under accumulation, as params only move on updates).
+      learning_rate_fn: the schedule, only to report ``learning_rate`` in the metrics.
+      grad_accum_steps: micro-steps per optimizer update (to read the schedule at the update count).
+      preprocess: ``preprocess(key, batch) -> batch`` run on the device before the model, e.g.
+        ``jaxcnn.data.augment`` functions (random crops, flips, normalisation); its key is
+        drawn per step like the dropout key.
+
+    Metrics (float32 scalars, identical on every device): ``loss``, the task's metrics (e.g.
+    ``accuracy``), ``grad_norm`` (global L2 norm of the averaged gradient), ``learning_rate``
+    when known, and ``finite`` (1.0 when loss and gradients are finite). A non-finite step
+    leaves the state unchanged, so the caller can stop without a poisoned state in hand.
+    """
+
+    op = "make_train_step"
+    if not isinstance(tx, optax.GradientTransformation):
+        raise TypeError(f"{op}: tx must be an optax.GradientTransformation, got {type(tx).__name__}")
+    if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
+        raise ValueError(f"{op}: ema_decay must be in (0, 1), got {ema_decay!r}")
+    if not isinstance(grad_accum_steps, int) or grad_accum_steps < 1:
+        raise ValueError(f"{op}: grad_accum_steps must be an int >= 1, got {grad_accum_steps!r}")
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        # Keys depend only on (seed, step[, device]) so a resumed run draws the same ones.
+        step_key = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            step_key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
+        dropout_key, preprocess_key = jax.random.split(step_key)
+        if preprocess is not None:
+            batch = preprocess(preprocess_key, dict(batch))
+        inputs = model_inputs(batch)
+
+        def loss_fn(params):
+            variables = {"params": params}
+            if state.batch_stats:
+                variables["batch_stats"] = state.batch_stats
+            outputs, mutated = model.apply(
+                variables, inputs, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_key}
+            )
+            outputs = outputs.astype(jnp.float32)
+            return task.loss(outputs, batch), (outputs, mutated)
+
+        (loss, (outputs, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        # Each device holds the mean over its equal share of the batch, so the mean of the
+        # means is the gradient of the global-batch mean loss.
+        grads = _mean_over(grads, axis_name)
+        stats = task.statistics(outputs, batch)
+        stats = stats if axis_name is None else jax.lax.psum(stats, axis_name)
+        loss = _mean_over(loss, axis_name)
+
+        # Optax internals mix weak floats with int32 counts; strict promotion would reject any
+        # user-supplied optimizer (e.g. a plain optax.adam), so its update runs under standard.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        batch_stats = mutated.get("batch_stats", state.batch_stats)
+        ema_params = state.ema_params
+        if ema_decay is not None and ema_params is not None:
+            ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            ema_params=ema_params,
+        )
+        # Keep the old state on a bad step: the loop raises, and nothing non-finite is saved.
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+
+        metrics = {"loss": loss.astype(jnp.float32), "grad_norm": grad_norm.astype(jnp.float32)}
+        metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in _summarize_in_graph(task, stats).items()})
+        if learning_rate_fn is not None:
+            metrics["learning_rate"] = jnp.asarray(
+                learning_rate_fn(state.step // grad_accum_steps), jnp.float32
+            )
+        metrics["finite"] = finite.astype(jnp.float32)
+        return new_state, metrics
+
+    return train_step
+
+
+def _summarize_in_graph(task: Task, stats: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-step metrics from statistics, traced (``task.summarize`` itself runs on the host)."""
+    count = jnp.maximum(stats["count"], 1.0)
+    if task.name == "classification":
+        return {"accuracy": stats["correct"] / count}
+    if task.name == "segmentation":
+        confusion = stats["confusion"]
+        tp = jnp.diag(confusion)
+        union = jnp.sum(confusion, axis=0) + jnp.sum(confusion, axis=1) - tp
+        present = union > 0
+        iou = jnp.where(present, tp / jnp.maximum(union, 1.0), 0.0)
+        mean_iou = jnp.sum(iou) / jnp.maximum(jnp.sum(present.astype(jnp.float32)), 1.0)
+        return {"accuracy": jnp.sum(tp) / count, "mean_iou": mean_iou}
+    if task.name == "regression":
+        return {"mse": stats["squared_error"] / count, "mae": stats["absolute_error"] / count}
+    return {}
+
+
+def make_eval_step(
+    model: nn.Module,
+    task: Task,
+    *,
+    axis_name: str | None = None,
+    use_ema: bool = False,
+    preprocess: Callable[[Any, Batch], Batch] | None = None,
+) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
+    """Returns ``eval_step(state, batch) -> statistics`` (sums; see :mod:`jaxcnn.train.tasks`).
+
+    Runs the model in inference mode (running BatchNorm statistics, no dropout), with
+    ``state.ema_params`` when ``use_ema`` and EMA is on. Padding examples (``batch["mask"] == 0``)
+    count for nothing; sum the results over batches with ``tasks.add_statistics`` and turn them
+    into metrics with ``task.summarize``. ``preprocess(None, batch)`` (deterministic, e.g.
+    normalisation) runs before the model.
+    """
+
+    def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        if preprocess is not None:
+            batch = preprocess(None, dict(batch))
+        outputs = model.apply(state.variables(use_ema=use_ema), model_inputs(batch), train=False)
+        stats = task.statistics(outputs.astype(jnp.float32), batch)
+        return stats if axis_name is None else jax.lax.psum(stats, axis_name)
+
+    return eval_step
+
+
+def predict_classes(
+    model: nn.Module, state: TrainState, images: jax.Array, *, use_ema: bool = False
+) -> jax.Array:
+    """``(N,)`` (or ``(N, H, W)``) argmax class ids in inference mode; ``images``: ``(N, H, W, C)``."""
+    outputs = model.apply(state.variables(use_ema=use_ema), model_inputs({"image": images}), train=False)
+    return jnp.argmax(outputs, axis=-1)
