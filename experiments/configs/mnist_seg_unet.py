@@ -1,0 +1,32 @@
+"""U-Net on the MNIST segmentation canvases (64x64, 3 digits, 11 classes with background).
+
+Command:  jaxcnn train --config experiments/configs/mnist_seg_unet.py --workdir runs/mnist_seg_unet
+Expected: mean IoU >= 0.85 over the 11 classes on canvases made from test digits.
+Hardware: the reference 2-core CPU; the measured wall time is in experiments/RESULTS.md.
+Smoke:    experiments/configs/mnist_seg_unet.py:smoke
+"""
+
+from jaxcnn.launch import shrink_to_smoke
+from jaxcnn.train import default_config
+
+
+def get_config(arg: str = ""):
+    config = default_config()
+    config.task = "segmentation"
+    config.dataset.name = "mnist_segmentation"
+    config.dataset.train_split = "train[:20000]"
+    config.dataset.eval_split = "test[:2000]"
+    config.model.name = "UNet"
+    config.model.features = (16, 32, 64, 128)
+    config.batch_size = 32
+    config.num_epochs = 6
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 2e-3
+    config.schedule.name = "warmup_cosine"
+    config.schedule.warmup_steps = 100
+    config.checkpoint.best_metric = "mean_iou"
+    if arg == "smoke":
+        shrink_to_smoke(config, train_examples=64, eval_examples=32)
+        config.model.features = (4, 8)
+        config.batch_size = 8
+    return config
