@@ -58,7 +58,7 @@ def load_sources(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     from jaxcnn.data.loading import load
 
     data_dir = config.dataset.data_dir or None
-    kwargs = {"data_dir": data_dir, "source": config.dataset.source}
+    kwargs = {"data_dir": data_dir, "source": config.dataset.source, "download": bool(config.dataset.get("download", False))}
     return (
         load(config.dataset.name, config.dataset.train_split, **kwargs),
         load(config.dataset.name, config.dataset.eval_split, **kwargs),

@@ -12,6 +12,8 @@ field                          meaning
 ``dataset.name``               e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
 ``dataset.data_dir``           folder of the files; ``""``: ``$JAXCNN_DATA_DIR`` / defaults
 ``dataset.source``             ``"auto"`` | ``"idx"`` | ``"tfds"``
+``dataset.download``           allow fetching missing files (MNIST-family IDX files with checksum
+                               verification, or tfds' own download); off: fail fast offline
 ``dataset.train_split``        e.g. ``"train"``, ``"train[:1000]"``
 ``dataset.eval_split``         e.g. ``"test"``; without its slice, the ``split`` in ``metrics.jsonl``
 ``dataset.num_classes``        0: taken from the dataset
@@ -88,6 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.dataset.name = "mnist"
     config.dataset.data_dir = ""
     config.dataset.source = "auto"
+    config.dataset.download = False
     config.dataset.train_split = "train"
     config.dataset.eval_split = "test"
     config.dataset.num_classes = 0
