@@ -6,11 +6,13 @@ import pytest
 
 from jaxcnn import cli
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("[a-z]*.py"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+# transfer_fashion_to_mnist has stages instead of one run; it has its own test below.
+CONFIGS = sorted(c for c in CONFIG_DIR.glob("[a-z]*.py") if c.stem != "transfer_fashion_to_mnist")
 
 
-def _train(config: Path, workdir: Path, *overrides: str) -> str:
-    assert cli.main(["train", "--config", f"{config}:smoke", "--workdir", str(workdir), *overrides]) == 0
+def _train(config: Path, workdir: Path, *overrides: str, arg: str = "smoke") -> str:
+    assert cli.main(["train", "--config", f"{config}:{arg}", "--workdir", str(workdir), *overrides]) == 0
     return (workdir / "metrics.jsonl").read_text()
 
 
@@ -30,3 +32,13 @@ def test_same_seed_gives_identical_metrics_and_another_seed_differs(tmp_path, da
     other = _train(config, tmp_path / "c", "--config.seed=1")
     assert first == second
     assert first != other
+
+
+@pytest.mark.slow
+def test_transfer_stages_smoke(tmp_path, data_dir):
+    config = CONFIG_DIR / "transfer_fashion_to_mnist.py"
+    _train(config, tmp_path / "pretrain", arg="pretrain,smoke")
+    pretrained = f"--config.init_from_checkpoint={tmp_path / 'pretrain' / 'checkpoints'}"
+    for stage in ("frozen", "finetune"):
+        assert '"split": "test"' in _train(config, tmp_path / stage, pretrained, arg=f"{stage},smoke")
+    assert '"split": "test"' in _train(config, tmp_path / "scratch", arg="scratch,smoke")

@@ -54,15 +54,24 @@ def build_model(
 
 
 def load_sources(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    """``(train, eval)`` random-access sources of ``config.dataset`` (``jaxcnn.data.load``)."""
+    """``(train, eval)`` random-access sources of ``config.dataset`` (``jaxcnn.data.load``).
+
+    ``dataset.examples_per_class > 0`` keeps the first that many training examples of each
+    class (a balanced few-label subset, e.g. 100 per class for transfer learning).
+    """
+    from jaxcnn.data import Subset
     from jaxcnn.data.loading import load
 
     data_dir = config.dataset.data_dir or None
     kwargs = {"data_dir": data_dir, "source": config.dataset.source, "download": bool(config.dataset.get("download", False))}
-    return (
-        load(config.dataset.name, config.dataset.train_split, **kwargs),
-        load(config.dataset.name, config.dataset.eval_split, **kwargs),
-    )
+    train = load(config.dataset.name, config.dataset.train_split, **kwargs)
+    per_class = int(config.dataset.get("examples_per_class", 0) or 0)
+    if per_class:
+        labels = np.asarray([int(train[i]["label"]) for i in range(len(train))]) if not hasattr(train, "labels") \
+            else np.asarray(train.labels)
+        keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+        train = Subset(train, keep, split=f"{config.dataset.train_split}, {per_class} per class")
+    return train, load(config.dataset.name, config.dataset.eval_split, **kwargs)
 
 
 def dataset_num_classes(config: ml_collections.ConfigDict, source: Any) -> int:

@@ -278,6 +278,25 @@ class Checkpointer:
         return int(step)
 
 
+def drop_matching(tree: PyTree, patterns: tuple[str, ...]) -> dict:
+    """A nested dict of ``tree``'s leaves whose ``/``-joined path matches none of the globs."""
+    import fnmatch
+
+    from jaxcnn.train.optimizers import param_path
+
+    kept: dict = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        name = param_path(path)
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            continue
+        node = kept
+        parts = name.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = leaf
+    return kept
+
+
 def merge_matching(target: PyTree, source: PyTree) -> tuple[PyTree, list[str], list[str]]:
     """``target`` with every leaf replaced by ``source``'s leaf of the same path and shape.
 

@@ -14,6 +14,7 @@ field                          meaning
 ``dataset.source``             ``"auto"`` | ``"idx"`` | ``"tfds"``
 ``dataset.download``           allow fetching missing files (MNIST-family IDX files with checksum
                                verification, or tfds' own download); off: fail fast offline
+``dataset.examples_per_class`` > 0: keep only the first that many training examples of each class
 ``dataset.train_split``        e.g. ``"train"``, ``"train[:1000]"``
 ``dataset.eval_split``         e.g. ``"test"``; without its slice, the ``split`` in ``metrics.jsonl``
 ``dataset.num_classes``        0: taken from the dataset
@@ -39,6 +40,7 @@ field                          meaning
 ``grad_clip_norm``             clip the global gradient norm (0: off)
 ``grad_accum_steps``           average gradients of k steps per update (``optax.MultiSteps``)
 ``ema_decay``                  keep an EMA of the params (0: off); evaluation uses it if ``eval_use_ema``
+``init_from_exclude``          param path globs NOT taken from that checkpoint (a fresh head: ``["fc2/*"]``)
 ``init_from_checkpoint``       checkpoint folder to take params/batch stats from (fine-tuning; params
                                of matching path and shape; ``""``: off; ignored when resuming)
 ``freeze``                     list of param path globs kept fixed, e.g. ``["conv1", "*/bias"]``
@@ -91,6 +93,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.dataset.data_dir = ""
     config.dataset.source = "auto"
     config.dataset.download = False
+    config.dataset.examples_per_class = 0
     config.dataset.train_split = "train"
     config.dataset.eval_split = "test"
     config.dataset.num_classes = 0
@@ -127,6 +130,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.ema_decay = 0.0
     config.eval_use_ema = True
     config.init_from_checkpoint = ""
+    config.init_from_exclude = ()
     config.freeze = ()
     config.mixed_precision = False
     config.augment = ()
@@ -201,6 +205,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{field} must be a non-empty string, got {_lookup(config, field)!r}")
     _check_int(config, "dataset.num_classes", 0)
     _check_int(config, "dataset.worker_count", 0)
+    _check_int(config, "dataset.examples_per_class", 0)
     _check_int(config, "batch_size", 1)
     _check_int(config, "eval_batch_size", 0)
     _check_int(config, "num_epochs", 0)
@@ -218,7 +223,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_float(config, "grad_clip_norm")
     _check_int(config, "grad_accum_steps", 1)
     _check_float(config, "ema_decay", 0.0, 1.0)
-    for field in ("freeze", "augment"):
+    for field in ("freeze", "augment", "init_from_exclude"):
         value = _lookup(config, field)
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
             raise TypeError(f"config.{field} must be a list of strings, got {value!r}")

@@ -38,7 +38,7 @@ from jaxcnn.train.builders import (
     make_preprocessing,
     make_task_for,
 )
-from jaxcnn.train.checkpoint import Checkpointer, load_params, merge_matching
+from jaxcnn.train.checkpoint import Checkpointer, drop_matching, load_params, merge_matching
 from jaxcnn.train.config import validate_config
 from jaxcnn.train.evaluation import evaluate
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
@@ -76,11 +76,14 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
-def _init_from_checkpoint(state: TrainState, directory: str) -> TrainState:
-    """Fine-tuning start: params/batch stats of matching path and shape from ``directory``."""
+def _init_from_checkpoint(state: TrainState, directory: str, exclude: tuple[str, ...] = ()) -> TrainState:
+    """Fine-tuning start: params/batch stats of matching path and shape from ``directory``,
+    except those whose path matches an ``exclude`` glob (they keep their fresh init)."""
     if not os.path.isdir(directory):
         raise ValueError(f"config.init_from_checkpoint={directory!r} is not a folder")
     params, batch_stats = load_params(directory)
+    if exclude:
+        params = drop_matching(params, exclude)
     params, taken, kept = merge_matching(state.params, params)
     if not taken:
         raise ValueError(
@@ -191,7 +194,9 @@ def train_and_evaluate(
         print(f"Resuming from the checkpoint of step {start_step} in {checkpointer.directory}", flush=True)
     else:
         if config.init_from_checkpoint:
-            state = _init_from_checkpoint(state, config.init_from_checkpoint)
+            state = _init_from_checkpoint(
+                state, config.init_from_checkpoint, tuple(config.get("init_from_exclude", ()) or ())
+            )
         if primary:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
