@@ -1,0 +1,35 @@
+"""SimpleCNN with augmentation and a longer schedule: the best single small CNN on MNIST.
+
+Command:  for seed in 0 1 2; do jaxcnn train --config experiments/configs/mnist_best.py --workdir runs/mnist_best_seed$seed --config.seed=$seed; done
+Expected: test accuracy >= 99.6%, mean of the 3 seeds (the best single small CNNs reach
+          about 99.64% with augmentation).
+Hardware: about 30 SimpleCNN epochs per seed; the measured wall time is in
+          experiments/RESULTS.md once run.
+Smoke:    experiments/configs/mnist_best.py:smoke
+"""
+
+from jaxcnn.launch import shrink_to_smoke
+from jaxcnn.train import default_config
+
+
+def get_config(arg: str = ""):
+    config = default_config()
+    config.dataset.name = "mnist"
+    config.model.name = "SimpleCNN"
+    config.model.dropout_rate = 0.4
+    config.batch_size = 128
+    config.num_epochs = 30
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 2e-3
+    config.optimizer.weight_decay = 5e-4
+    config.schedule.name = "onecycle"
+    config.schedule.pct_start = 0.2
+    config.ema_decay = 0.999
+    # Small rotations, shifts and scalings: digits stay digits; flips would not.
+    config.augment = ("random_affine",)
+    config.augment_options.random_affine = {"max_rotation": 10.0, "max_translation": 0.1}
+    config.normalize.mean = 0.1307
+    config.normalize.std = 0.3081
+    if arg == "smoke":
+        shrink_to_smoke(config)
+    return config
