@@ -63,21 +63,14 @@ def _channels(x: jax.Array, layout: str, op: str) -> int:
     return x.shape[-1] if args.channels_last(layout, op, x.ndim - 2 if x.ndim > 2 else None) else x.shape[1]
 
 
-class Conv(nn.Module):
-    """Convolution layer over :func:`jaxcnn.functional.conv` (1D/2D/3D by the input rank).
-
-    Parameters: ``kernel`` ``(*window, C_in // groups, features)`` (NHWC) or
-    ``(features, C_in // groups, *window)`` (NCHW), and ``bias`` ``(features,)``.
-    """
+class _ConvBase(nn.Module):
+    """Fields shared by :class:`Conv` and :class:`ConvTranspose`."""
 
     features: int
     kernel_size: int | Sequence[int]
     stride: int | Sequence[int] = 1
-    padding: Any = "VALID"
     dilation: int | Sequence[int] = 1
     groups: int = 1
-    padding_mode: str = "zeros"
-    pad_value: float = 0.0
     use_bias: bool = True
     layout: str = "NHWC"
     dtype: Any = None
@@ -85,6 +78,18 @@ class Conv(nn.Module):
     kernel_init: Initializer | None = None
     bias_init: Initializer = nn.initializers.zeros
     precision: Any = None
+
+
+class Conv(_ConvBase):
+    """Convolution layer over :func:`jaxcnn.functional.conv` (1D/2D/3D by the input rank).
+
+    Parameters: ``kernel`` ``(*window, C_in // groups, features)`` (NHWC) or
+    ``(features, C_in // groups, *window)`` (NCHW), and ``bias`` ``(features,)``.
+    """
+
+    padding: Any = "VALID"
+    padding_mode: str = "zeros"
+    pad_value: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -111,27 +116,15 @@ class Conv(nn.Module):
         )
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_ConvBase):
     """Transposed convolution over :func:`jaxcnn.functional.conv_transpose`.
 
     Parameters: ``kernel`` ``(*window, C_in, features // groups)`` (NHWC) or PyTorch's
     ``(C_in, features // groups, *window)`` (NCHW), and ``bias`` ``(features,)``.
     """
 
-    features: int
-    kernel_size: int | Sequence[int]
-    stride: int | Sequence[int] = 1
     padding: Any = 0
     output_padding: int | Sequence[int] = 0
-    dilation: int | Sequence[int] = 1
-    groups: int = 1
-    use_bias: bool = True
-    layout: str = "NHWC"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    kernel_init: Initializer | None = None
-    bias_init: Initializer = nn.initializers.zeros
-    precision: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
