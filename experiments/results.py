@@ -33,10 +33,14 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def collect(workdir: Path) -> Path:
-    """Copies a workdir's artefacts to ``results/<name>/`` (name from run.json's config path)."""
-    run = json.loads((workdir / "run.json").read_text())
-    name = run.get("config_name") or workdir.name
-    target = RESULTS / name
+    """Copies a workdir's artefacts to ``results/<workdir name>/``.
+
+    The workdir's name, not the config's, names the result: one config file can have
+    several stages (``transfer_fashion_to_mnist.py:frozen``), each run in its own workdir.
+    """
+    if not (workdir / "run.json").exists():
+        raise FileNotFoundError(f"{workdir} has no run.json; is it a finished jaxcnn train workdir?")
+    target = RESULTS / workdir.name
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
