@@ -119,6 +119,16 @@ def _batch_norm_eval(x, scale, bias, running_mean, running_var, *, channel_axis,
     return y.astype(x.dtype)
 
 
+def _channel_input(x: Any, layout: str, op: str) -> tuple[jnp.ndarray, int, int]:
+    """Validates a per-channel-normalised input: ``(x, channel axis, number of channels)``."""
+    x = args.as_array(x, "x", op)
+    args.check_floating(x, "x", op)
+    args.check_rank(x, "x", op, (2, 3, 4, 5), "(N, C) or batch, 1-3 spatial axes and channels")
+    last = args.channels_last(layout, op, x.ndim - 2 if x.ndim > 2 else None)
+    channel_axis = x.ndim - 1 if last else 1
+    return x, channel_axis, x.shape[channel_axis]
+
+
 def batch_norm(
     x: Any,
     scale: Any = None,
@@ -179,12 +189,7 @@ def batch_norm(
       # == F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
     """
     op = "batch_norm"
-    x = args.as_array(x, "x", op)
-    args.check_floating(x, "x", op)
-    args.check_rank(x, "x", op, (2, 3, 4, 5), "(N, C) or batch, 1-3 spatial axes and channels")
-    last = args.channels_last(layout, op, x.ndim - 2 if x.ndim > 2 else None)
-    channel_axis = x.ndim - 1 if last else 1
-    c = x.shape[channel_axis]
+    x, channel_axis, c = _channel_input(x, layout, op)
     shape = tuple(x.shape)
     scale = _check_vector(scale, "scale", c, shape, op, f"one per channel, layout {layout}")
     bias = _check_vector(bias, "bias", c, shape, op, f"one per channel, layout {layout}")
@@ -311,12 +316,7 @@ def group_norm(
       The shape and dtype of ``x``; statistics in float32 for bfloat16/float16 inputs.
     """
     op = "group_norm"
-    x = args.as_array(x, "x", op)
-    args.check_floating(x, "x", op)
-    args.check_rank(x, "x", op, (2, 3, 4, 5), "(N, C) or batch, 1-3 spatial axes and channels")
-    last = args.channels_last(layout, op, x.ndim - 2 if x.ndim > 2 else None)
-    channel_axis = x.ndim - 1 if last else 1
-    c = x.shape[channel_axis]
+    x, channel_axis, c = _channel_input(x, layout, op)
     shape = tuple(x.shape)
     if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
         raise ValueError(f"{op}: num_groups must be a positive int, got {num_groups!r}")
