@@ -51,6 +51,12 @@ def _config(parser: argparse.ArgumentParser, spec: str, overrides: Sequence[str]
 def _train(parser, args, overrides) -> int:
     config = _config(parser, args.config, overrides)
     from jaxcnn.train import train_and_evaluate
+    from jaxcnn.train.loop import data_parallel_for
+
+    try:  # the batch sizes against this machine's devices, before any data is read
+        data_parallel_for(config)
+    except ValueError as err:
+        parser.error(str(err))
 
     start = time.time()
     final = train_and_evaluate(config, args.workdir)

@@ -97,9 +97,13 @@ class Conv(_ConvBase):
         op = f"Conv({self.name})"
         x = jnp.asarray(x)
         args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
+        args.check_floating(x, "x", op)
         n = x.ndim - 2
         window = args.as_tuple(self.kernel_size, n, "kernel_size", op)
-        if not isinstance(self.features, int) or self.features < 1:
+        # Checked here, before the parameters are initialised (which compiles).
+        args.as_tuple(self.stride, n, "stride", op)
+        args.as_tuple(self.dilation, n, "dilation", op)
+        if isinstance(self.features, bool) or not isinstance(self.features, int) or self.features < 1:
             raise ValueError(f"{op}: features must be a positive int, got {self.features!r}")
         c_in = _channels(x, self.layout, op)
         if not isinstance(self.groups, int) or self.groups < 1 or c_in % self.groups:
@@ -132,8 +136,13 @@ class ConvTranspose(_ConvBase):
         op = f"ConvTranspose({self.name})"
         x = jnp.asarray(x)
         args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
+        args.check_floating(x, "x", op)
         n = x.ndim - 2
         window = args.as_tuple(self.kernel_size, n, "kernel_size", op)
+        if isinstance(self.features, bool) or not isinstance(self.features, int) or self.features < 1:
+            raise ValueError(f"{op}: features must be a positive int, got {self.features!r}")
+        args.as_tuple(self.stride, n, "stride", op)
+        args.as_tuple(self.dilation, n, "dilation", op)
         c_in = _channels(x, self.layout, op)
         if not isinstance(self.groups, int) or self.groups < 1 or self.features % self.groups or c_in % self.groups:
             raise ValueError(
@@ -169,9 +178,13 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
+        op = f"Dense({self.name})"
         x = jnp.asarray(x)
         if x.ndim < 1:
-            raise ValueError(f"Dense({self.name}): x must have a feature axis, got shape {tuple(x.shape)}")
+            raise ValueError(f"{op}: x must have a feature axis, got shape {tuple(x.shape)}")
+        args.check_floating(x, "x", op)
+        if isinstance(self.features, bool) or not isinstance(self.features, int) or self.features < 1:
+            raise ValueError(f"{op}: features must be a positive int, got {self.features!r}")
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
@@ -200,8 +213,14 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        op = f"BatchNorm({self.name})"
         x = jnp.asarray(x)
-        c = _channels(x, self.layout, f"BatchNorm({self.name})")
+        c = _channels(x, self.layout, op)
+        args.check_floating(x, "x", op)
+        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum <= 1:
+            raise ValueError(f"{op}: momentum must be a number in [0, 1] (the new batch's weight), got {self.momentum!r}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps > 0:
+            raise ValueError(f"{op}: eps must be a positive number, got {self.eps!r}")
         mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         scale = self.param("scale", self.scale_init, (c,), self.param_dtype) if self.use_scale else None
@@ -234,8 +253,15 @@ class GroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
+        op = f"GroupNorm({self.name})"
         x = jnp.asarray(x)
-        c = _channels(x, self.layout, f"GroupNorm({self.name})")
+        c = _channels(x, self.layout, op)
+        args.check_floating(x, "x", op)
+        if isinstance(self.num_groups, bool) or not isinstance(self.num_groups, int) or self.num_groups < 1 or c % self.num_groups:
+            raise ValueError(
+                f"{op}: num_groups must be a positive int dividing the channels C={c}, got {self.num_groups!r} "
+                f"(x shape {tuple(x.shape)})"
+            )
         scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype) if self.use_scale else None
         bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype) if self.use_bias else None
         x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
@@ -275,6 +301,10 @@ class Dropout(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0.0 <= self.rate <= 1.0:
+            raise ValueError(
+                f"Dropout({self.name}): rate is the drop probability and must be in [0, 1], got {self.rate!r}"
+            )
         if not train or self.rate == 0.0:
             return F.dropout(None, x, self.rate, deterministic=True)
         return F.dropout(self.make_rng("dropout"), x, self.rate)
@@ -389,6 +419,9 @@ class Sequential(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if not self.layers:
             raise ValueError("Sequential: layers is empty")
+        for i, layer in enumerate(self.layers):
+            if not callable(layer):
+                raise TypeError(f"Sequential: layers[{i}] must be a module or a function, got {layer!r}")
         for layer in self.layers:
             x = layer(x, train=train) if _accepts_train(layer) else layer(x)
         return x

@@ -399,6 +399,13 @@ def resize(key: Any, batch: Batch, *, size: int | tuple[int, int], method: str =
     height, width = _pair(size, "size", fn)
     if not isinstance(method, str):
         raise TypeError(f"{fn}: method must be a string such as 'bilinear', got {method!r}")
+    try:
+        jax.image.ResizeMethod.from_string(method)
+    except ValueError:
+        raise ValueError(
+            f"{fn}: method={method!r} is not a jax.image.resize method; use 'nearest', 'bilinear', "
+            f"'bicubic', 'lanczos3' or 'lanczos5'"
+        ) from None
     label, boxes = _label_map(batch, image), _boxes(batch, image, fn)
     return _with(batch, *_resize_core(image, label, boxes, height, width, method, bool(antialias)))
 

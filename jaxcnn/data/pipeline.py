@@ -26,6 +26,7 @@ Each batch is ``{"image": (b, H, W, C), "label": (b, ...), ..., "mask": bool (b,
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import grain
@@ -159,6 +160,12 @@ class BatchLoader:
         num_examples = len(source)
         if num_examples == 0:
             raise ValueError(f"{fn}: source is empty")
+        first = source[0]
+        if not isinstance(first, Mapping) or "image" not in first:
+            raise TypeError(
+                f"{fn}: source[0] must be an example, a dict with an 'image' entry, got "
+                f"{type(first).__name__} {first!r:.80}"
+            )
         batch_size = check_int(batch_size, "batch_size", fn, minimum=1)
         seed = check_int(seed, "seed", fn, minimum=0)
         shuffle = check_bool(shuffle, "shuffle", fn)

@@ -174,6 +174,8 @@ class ArraySource(RandomAccessSource):
             )
         if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
             raise TypeError(f"{fn}: images must be integer or float, got dtype {images.dtype}")
+        if images.shape[0] == 0:
+            raise ValueError(f"{fn}: images is empty (shape {images.shape}); a source needs at least one example")
         if labels.ndim < 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(
                 f"{fn}: labels must have one entry per image: images shape {images.shape}, "
@@ -236,6 +238,11 @@ class ArraySource(RandomAccessSource):
         else:
             idx = check_indices(indices, len(self), "ArraySource.select")
         info = self.info
+        if idx.size == 0:
+            raise ValueError(
+                f"ArraySource.select: {indices!r} selects none of the {len(self)} examples of "
+                f"{info.name} {info.split!r}" + (f" (split {split!r})" if split else "")
+            )
         return ArraySource(
             self.images[idx],
             self.labels[idx],

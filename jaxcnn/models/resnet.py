@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxcnn import functional as F
 from jaxcnn import nn as jnn
+from jaxcnn.models import _checks
 
 _conv_init = jnn.he_fan_out_init()
 
@@ -84,11 +85,15 @@ class ResNet(nn.Module):
     axis_name: Any = None
     dtype: Any = None
 
+    def __post_init__(self):
+        _checks.positive_ints(self.stage_sizes, "stage_sizes", "ResNet")
+        _checks.positive_int(self.num_classes, "num_classes", "ResNet")
+        _checks.positive_int(self.width, "width", "ResNet")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, return_features: bool = False):
-        x = jnp.asarray(x)
-        if x.ndim != 4:
-            raise ValueError(f"ResNet: x must be (N, H, W, C), got shape {tuple(x.shape)}")
+        x = _checks.inputs(x, "ResNet")
         conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
         if self.small_input:
             x = conv(self.width, 3, padding=1, name="conv1")(x)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from jaxcnn import functional as F
 from jaxcnn import nn as jnn
+from jaxcnn.models import _checks
 from jaxcnn.models.resnet import BasicBlock, Bottleneck, ResNet
 
 _BACKBONES = {
@@ -51,15 +52,15 @@ class UNet(nn.Module):
     decoder: str = "transpose"
     dtype: Any = None
 
+    def __post_init__(self):
+        _checks.positive_int(self.num_classes, "num_classes", "UNet")
+        _checks.positive_ints(self.features, "features", "UNet", minimum_length=2)
+        _checks.choice(self.decoder, "decoder", "UNet", ("transpose", "upsample"))
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = jnp.asarray(x)
-        if x.ndim != 4:
-            raise ValueError(f"UNet: x must be (N, H, W, C), got shape {tuple(x.shape)}")
-        if self.decoder not in ("transpose", "upsample"):
-            raise ValueError(f"UNet: decoder must be 'transpose' or 'upsample', got {self.decoder!r}")
-        if len(self.features) < 2:
-            raise ValueError(f"UNet: features needs at least 2 levels, got {tuple(self.features)}")
+        x = _checks.inputs(x, "UNet")
         height, width = x.shape[1:3]
         multiple = 2 ** (len(self.features) - 1)
         pad_h, pad_w = -height % multiple, -width % multiple
@@ -101,16 +102,17 @@ class FCN(nn.Module):
     width: int = 64
     dtype: Any = None
 
+    def __post_init__(self):
+        _checks.positive_int(self.num_classes, "num_classes", "FCN")
+        _checks.choice(self.backbone, "backbone", "FCN", sorted(_BACKBONES))
+        _checks.choice(self.variant, "variant", "FCN", ("32s", "16s", "8s"))
+        _checks.positive_int(self.width, "width", "FCN")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = jnp.asarray(x)
-        if x.ndim != 4:
-            raise ValueError(f"FCN: x must be (N, H, W, C), got shape {tuple(x.shape)}")
-        if self.backbone not in _BACKBONES:
-            raise ValueError(f"FCN: backbone must be one of {sorted(_BACKBONES)}, got {self.backbone!r}")
-        skips = {"32s": 0, "16s": 1, "8s": 2}.get(self.variant)
-        if skips is None:
-            raise ValueError(f"FCN: variant must be '32s', '16s' or '8s', got {self.variant!r}")
+        x = _checks.inputs(x, "FCN")
+        skips = {"32s": 0, "16s": 1, "8s": 2}[self.variant]
         stages, block = _BACKBONES[self.backbone]
         features = ResNet(
             stage_sizes=stages, block=block, width=self.width, small_input=self.small_input, dtype=self.dtype,

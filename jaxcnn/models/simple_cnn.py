@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from jaxcnn import functional as F
 from jaxcnn import nn as jnn
+from jaxcnn.models import _checks
 
 
 class SimpleCNN(nn.Module):
@@ -24,8 +25,14 @@ class SimpleCNN(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = None
 
+    def __post_init__(self):
+        _checks.positive_int(self.num_classes, "num_classes", "SimpleCNN")
+        _checks.rate(self.dropout_rate, "dropout_rate", "SimpleCNN")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = _checks.inputs(x, "SimpleCNN")
         x = jnn.Conv(32, 3, dtype=self.dtype, name="conv1")(x)
         x = jnn.MaxPool(2)(F.relu(x))
         x = jnn.Conv(64, 3, dtype=self.dtype, name="conv2")(x)
@@ -49,8 +56,15 @@ class LeNet5(nn.Module):
     pool: str = "max"
     dtype: Any = None
 
+    def __post_init__(self):
+        _checks.positive_int(self.num_classes, "num_classes", "LeNet5")
+        _checks.choice(self.activation, "activation", "LeNet5", ("relu", "tanh"))
+        _checks.choice(self.pool, "pool", "LeNet5", ("max", "avg"))
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = _checks.inputs(x, "LeNet5")
         act = {"relu": F.relu, "tanh": F.tanh}.get(self.activation)
         if act is None:
             raise ValueError(f"LeNet5: activation must be 'relu' or 'tanh', got {self.activation!r}")
@@ -80,8 +94,15 @@ class SignalRegressor(nn.Module):
     kernel_size: int = 5
     dtype: Any = None
 
+    def __post_init__(self):
+        _checks.positive_int(self.num_outputs, "num_outputs", "SignalRegressor")
+        _checks.positive_ints(self.features, "features", "SignalRegressor")
+        _checks.positive_int(self.kernel_size, "kernel_size", "SignalRegressor")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = _checks.inputs(x, "SignalRegressor", rank=3, meaning="(N, L, C) signals")
         for i, f in enumerate(self.features):
             x = jnn.Conv(f, self.kernel_size, padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i + 1}")(x)
             x = F.relu(jnn.BatchNorm(dtype=self.dtype, name=f"bn{i + 1}")(x, train=train))

@@ -16,7 +16,15 @@ from jaxcnn.train.builders import (
     make_preprocessing,
     make_task_for,
 )
-from jaxcnn.train.checkpoint import Checkpointer, Restored, abstract_like, load_params, merge_matching
+from jaxcnn.train.checkpoint import (
+    CheckpointWriteError,
+    Checkpointer,
+    CorruptCheckpointError,
+    Restored,
+    abstract_like,
+    load_params,
+    merge_matching,
+)
 from jaxcnn.train.config import default_config, validate_config
 from jaxcnn.train.evaluation import evaluate, evaluate_workdir
 from jaxcnn.train.loop import NonFiniteError, train_and_evaluate
@@ -45,7 +53,9 @@ from jaxcnn.train.tasks import (
 )
 
 __all__ = [
+    "CheckpointWriteError",
     "Checkpointer",
+    "CorruptCheckpointError",
     "DATA_AXIS",
     "DataParallel",
     "MetricWriter",

@@ -12,12 +12,27 @@ Orbax writes each step into a temporary folder and renames it once complete, so 
 checkpoint (a crash during saving) is never listed nor restored; stale temporary folders are
 deleted on the next start. Retention: the last ``keep`` checkpoints plus, when a
 ``best_metric`` is given, the best one by that metric.
+
+Integrity: each checkpoint also holds ``integrity`` (JSON): the path, shape, dtype and CRC-32
+of every state array and the CRC-32 of the ``data`` and ``config`` items. A restore checks
+them, so a flipped byte, a truncated or a deleted file is reported (:class:`CorruptCheckpointError`,
+naming the step and the problem) instead of resuming from silently different values. Restoring
+the latest checkpoint falls back to the newest earlier one that reads back intact, with a
+warning; the unreadable newer ones are moved aside to ``<step>.corrupt`` so the run writes
+them again. A failed write (disk full, read-only folder) raises :class:`CheckpointWriteError`
+naming the step and the checkpoints still intact.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
 import json
+import logging
 import os
+import sys
+import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -30,15 +45,30 @@ from jaxcnn.train.state import TrainState
 
 PyTree = Any
 BEST_MODES = ("max", "min")
+INTEGRITY_VERSION = 1
+logger = logging.getLogger("jaxcnn.train")
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint does not read back as it was written; the message names the step and the problem."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only folder ...); earlier ones are intact."""
 
 
 class Restored(NamedTuple):
-    """What :meth:`Checkpointer.restore` returns."""
+    """What :meth:`Checkpointer.restore` returns.
+
+    ``skipped``: ``(step, problem)`` of newer checkpoints that did not read back intact (a
+    restore of the latest checkpoint then falls back to this older ``step``).
+    """
 
     step: int
     state: TrainState
     data_state: dict[str, Any] | None
     config: dict[str, Any] | None
+    skipped: tuple[tuple[int, str], ...] = ()
 
 
 def abstract_like(tree: PyTree, sharding: jax.sharding.Sharding | None = None) -> PyTree:
@@ -55,6 +85,81 @@ def _to_json(value: Any) -> Any:
     if hasattr(value, "to_json_best_effort"):
         return json.loads(value.to_json_best_effort())
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _json_crc(value: Any) -> int:
+    return zlib.crc32(json.dumps(value, sort_keys=True).encode())
+
+
+def _host_bytes(x: Any) -> np.ndarray | None:
+    """The bytes of an array leaf as a flat uint8 host array (``None`` when not readable here)."""
+    if isinstance(x, jax.Array):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        if not x.is_fully_addressable:
+            if not x.is_fully_replicated:
+                return None
+            x = x.addressable_data(0)
+    array = np.ascontiguousarray(np.asarray(x))
+    return array.reshape(-1).view(np.uint8)
+
+
+def _leaf_records(tree: PyTree, with_crc: bool) -> dict[str, list]:
+    """``{key path: [shape, dtype, crc32 or None]}`` of the array leaves of ``tree``."""
+    from jaxcnn.train.optimizers import param_path
+
+    records = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        crc = None
+        if with_crc:
+            data = _host_bytes(leaf)
+            crc = None if data is None else zlib.crc32(data)
+        records[param_path(path)] = [list(np.shape(leaf)), str(leaf.dtype), crc]
+    return records
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(err).__name__}: {line[:limit]}"
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+    """On a failed read, drops the tracebacks of the asyncio tasks orbax leaves behind.
+
+    A damaged checkpoint fails many concurrent array reads; each abandoned task would print its
+    own traceback (hundreds of lines) and bury the one-line warning that says what happened.
+    """
+    try:
+        yield
+    except Exception:
+        hook, asyncio_logger = sys.unraisablehook, logging.getLogger("asyncio")
+        level = asyncio_logger.level
+        sys.unraisablehook = lambda unraisable: None
+        asyncio_logger.setLevel(logging.CRITICAL)
+        try:
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
+            asyncio_logger.setLevel(level)
+        raise
+
+
+def _errno_of(err: BaseException) -> int | None:
+    """The OS error number of ``err`` or its causes (orbax wraps tensorstore's in ValueError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno:
+            return err.errno
+        text = str(err)
+        for code, needle in ((errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only file system"),
+                             (errno.EACCES, "Permission denied"), (errno.EDQUOT, "quota exceeded")):
+            if needle in text:
+                return code
+        err = err.__cause__ or err.__context__
+    return None
 
 
 class Checkpointer:
@@ -97,6 +202,8 @@ class Checkpointer:
         self.directory = os.path.abspath(os.fspath(directory))
         self.every_steps = every_steps
         self.best_metric = best_metric or None
+        self.read_only = read_only
+        self._pending: int | None = None  # step of an asynchronous save not yet waited for
         policies = [checkpoint_managers.LatestN(n=keep)]
         best_fn = None
         if self.best_metric:
@@ -126,15 +233,21 @@ class Checkpointer:
             read_only=read_only,
             save_interval_steps=0 if read_only else 1,
         )
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=options,
-            item_handlers={
-                "state": ocp.StandardCheckpointHandler(),
-                "data": ocp.JsonCheckpointHandler(),
-                "config": ocp.JsonCheckpointHandler(),
-            },
-        )
+        try:
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=options,
+                item_handlers={
+                    "state": ocp.StandardCheckpointHandler(),
+                    "data": ocp.JsonCheckpointHandler(),
+                    "config": ocp.JsonCheckpointHandler(),
+                    "integrity": ocp.JsonCheckpointHandler(),
+                },
+            )
+        except OSError as err:
+            raise CheckpointWriteError(
+                err.errno, f"Checkpointer: cannot use the checkpoint folder {self.directory}: {err.strerror or err}"
+            ) from err
 
     # -- queries -------------------------------------------------------------------------------
     def latest_step(self) -> int | None:
@@ -175,24 +288,71 @@ class Checkpointer:
                 f"got {sorted(metrics)}"
             )
         items = {"state": ocp.args.StandardSave(state)}
+        integrity = {"version": INTEGRITY_VERSION, "state": _leaf_records(state, with_crc=True)}
         if data_state is not None:
-            items["data"] = ocp.args.JsonSave(_to_json(dict(data_state)))
+            data_json = _to_json(dict(data_state))
+            items["data"] = ocp.args.JsonSave(data_json)
+            integrity["data"] = _json_crc(data_json)
         if config is not None:
-            items["config"] = ocp.args.JsonSave(_to_json(config))
+            config_json = _to_json(config)
+            items["config"] = ocp.args.JsonSave(config_json)
+            integrity["config"] = _json_crc(config_json)
+        integrity["self"] = _json_crc(integrity)
+        items["integrity"] = ocp.args.JsonSave(integrity)
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
         if self.best_metric and metrics is None:
             # An empty record ranks last for "best" (and keeps orbax from warning on every save).
             metrics = {}
         # force: the decision to save is ours (every_steps, end of run, preemption).
-        return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        # The previous asynchronous save must be complete first (orbax would wait for it anyway);
+        # waiting here attributes its failure to its own step.
+        self.wait()
+        try:
+            saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        except Exception as err:
+            raise self._write_error(step, err) from err
+        self._pending = step
+        return saved
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are on disk.
+
+        Raises:
+          CheckpointWriteError: the pending save failed (disk full, folder not writable ...).
+        """
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:
+            failed, self._pending = self._pending, None
+            raise self._write_error(failed, err) from err
+        self._pending = None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    def _write_error(self, step: int | None, err: BaseException) -> CheckpointWriteError:
+        """A :class:`CheckpointWriteError` naming the step, the cause and what is still intact."""
+        try:
+            self._manager.reload()
+            intact = self.all_steps()
+        except Exception:  # only for the message
+            intact = sorted(
+                int(d) for d in os.listdir(self.directory) if d.isdigit()
+            ) if os.path.isdir(self.directory) else []
+        code = _errno_of(err)
+        reason = os.strerror(code) if code else _first_line(err)
+        what = f"the checkpoint of step {step}" if step is not None else "a checkpoint"
+        return CheckpointWriteError(
+            code or errno.EIO,
+            f"Checkpointer: could not write {what} to {self.directory}: {reason}. "
+            f"Earlier checkpoints are intact: steps {intact}; the half-written one is never read (and is "
+            f"deleted on the next start). "
+            f"Free space or make the folder writable, then run the same command again to resume"
+            + (f" from step {intact[-1]}." if intact else "."),
+        )
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -210,6 +370,11 @@ class Checkpointer:
     ) -> Restored:
         """Restores checkpoint ``step`` (default: latest) into the structure of ``target``.
 
+        Every array is checked against the CRC-32 recorded when it was saved. Without ``step``,
+        a latest checkpoint that does not read back intact is skipped with a warning naming its
+        step and the problem, and the newest earlier one that does is restored (the skipped ones
+        are listed in ``Restored.skipped`` and, unless ``read_only``, moved to ``<step>.corrupt``).
+
         Args:
           target: a state (or ``abstract_like`` of one) with the run's structure; only shapes
             and dtypes are used.
@@ -219,53 +384,192 @@ class Checkpointer:
 
         Raises:
           FileNotFoundError: no checkpoint (or not that step) in the directory.
+          CorruptCheckpointError: that step (or, without ``step``, every checkpoint) is corrupt.
+          ValueError: the checkpoint holds a state of another structure (another model or optimizer).
         """
-        step = self._resolve_step(step)
         sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = abstract_like(target, sharding)
-        args = {"state": ocp.args.StandardRestore(abstract)}
-        step_dir = os.path.join(self.directory, str(step))
-        present = [k for k in ("data", "config") if os.path.isdir(os.path.join(step_dir, k))]
-        for name in present:
-            args[name] = ocp.args.JsonRestore()
-        restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-        return Restored(
-            step=step,
-            state=restored["state"],
-            data_state=restored["data"] if "data" in present else None,
-            config=restored["config"] if "config" in present else None,
-        )
+        return self._with_fallback(step, lambda s: self._restore_step(s, abstract))
 
     def restore_variables(self, step: int | None = None) -> dict[str, PyTree]:
         """``{"params", "batch_stats", "ema_params"}`` of a checkpoint as host NumPy arrays.
 
         Needs no target: the structure is read from the checkpoint, so the optimizer, the number
         of devices and the settings of the saving run do not matter. ``ema_params`` is ``None``
-        when that run kept no EMA.
+        when that run kept no EMA. Checked and, without ``step``, falling back like :meth:`restore`.
         """
-        step = self._resolve_step(step)
-        metadata = self._manager.item_metadata(step)["state"]
-        tree = metadata.tree if hasattr(metadata, "tree") else metadata
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-        # Orbax restores whole trees; the optimizer state costs a read of small files only.
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-        )["state"]
+        restored = self._with_fallback(step, self._restore_variables_step)
 
         def to_host(tree):
             return None if tree is None else jax.tree.map(np.asarray, tree)
 
+        variables = restored.state
         return {
-            "params": to_host(restored["params"]),
-            "batch_stats": to_host(restored.get("batch_stats") or {}),
-            "ema_params": to_host(restored.get("ema_params")),
+            "params": to_host(variables["params"]),
+            "batch_stats": to_host(variables.get("batch_stats") or {}),
+            "ema_params": to_host(variables.get("ema_params")),
         }
 
     def restore_params(self, step: int | None = None) -> tuple[PyTree, PyTree]:
         """``(params, batch_stats)`` of a checkpoint, as host NumPy arrays (for fine-tuning)."""
         variables = self.restore_variables(step)
         return variables["params"], variables["batch_stats"]
+
+    def verify(self, step: int | None = None) -> None:
+        """Reads checkpoint ``step`` (default: latest) back and checks it against its record.
+
+        Raises:
+          CorruptCheckpointError: naming the step and the problem.
+        """
+        self._restore_variables_step(self._resolve_step(step))
+
+    def _with_fallback(self, step: int | None, restore_step) -> Restored:
+        if step is not None:
+            return restore_step(self._resolve_step(step))
+        self._resolve_step(None)  # FileNotFoundError when there is none
+        skipped: list[tuple[int, str]] = []
+        for candidate in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                restored = restore_step(int(candidate))
+            except CorruptCheckpointError as err:
+                skipped.append((int(candidate), str(err)))
+                logger.warning("%s; trying the previous checkpoint", err)
+                continue
+            if skipped and not self.read_only:
+                self._move_aside([s for s, _ in skipped])
+            return restored._replace(skipped=tuple(skipped))
+        raise CorruptCheckpointError(
+            f"Checkpointer: no checkpoint in {self.directory} reads back intact:\n"
+            + "\n".join(f"  - {problem}" for _, problem in skipped)
+            + "\nMove the folder away to start the run from scratch."
+        )
+
+    def _move_aside(self, steps: list[int]) -> None:
+        """Renames unreadable step folders to ``<step>.corrupt`` (kept for inspection; never listed)."""
+        if jax.process_index() == 0:
+            for step in steps:
+                source = os.path.join(self.directory, str(step))
+                target, n = f"{source}.corrupt", 1
+                while os.path.exists(target):
+                    target, n = f"{source}.corrupt-{n}", n + 1
+                try:
+                    os.rename(source, target)
+                    logger.warning("Moved the unreadable checkpoint of step %d to %s", step, target)
+                except OSError as err:
+                    logger.warning("Could not move the unreadable checkpoint %s aside: %s", source, err)
+        if jax.process_count() > 1:
+            from orbax.checkpoint import multihost
+
+            multihost.sync_global_processes("jaxcnn_checkpoint_move_aside")
+        self._manager.reload()
+
+    def _corrupt(self, step: int, problem: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"checkpoint of step {step} in {self.directory} is corrupt: {problem}"
+        )
+
+    def _read_integrity(self, step: int) -> dict[str, Any] | None:
+        """The step's integrity record, checked against its own CRC (``None``: written without one)."""
+        step_dir = os.path.join(self.directory, str(step))
+        if not os.path.isdir(os.path.join(step_dir, "integrity")):
+            if not os.path.isdir(os.path.join(step_dir, "state")):
+                raise self._corrupt(step, "its 'state' folder is missing")
+            return None  # a checkpoint of an older jaxcnn: restored unverified
+        try:
+            record = self._manager.restore(step, args=ocp.args.Composite(integrity=ocp.args.JsonRestore()))
+            record = dict(record["integrity"])
+            claimed = record.pop("self")
+            if record.get("version") != INTEGRITY_VERSION or _json_crc(record) != claimed:
+                raise ValueError("its CRC-32 does not match")
+        except Exception as err:
+            raise self._corrupt(step, f"its integrity record is unreadable ({_first_line(err)})") from err
+        return record
+
+    def _check_items(self, step: int, record: dict[str, Any] | None, restored: Mapping[str, Any]) -> None:
+        """The restored state arrays and JSON items against the record's CRC-32s."""
+        if record is None:
+            return
+        saved = record["state"]
+        got = _leaf_records(restored["state"], with_crc=True)
+        missing = sorted(set(saved) - set(got))
+        if missing:
+            raise self._corrupt(step, f"arrays {missing[:5]} of its integrity record were not restored")
+        bad = [
+            path for path, (shape, dtype, crc) in saved.items()
+            if crc is not None and got[path][2] is not None
+            and got[path][1] == dtype and got[path][2] != crc
+        ]
+        if bad:
+            raise self._corrupt(
+                step, f"{len(bad)} array(s) differ from what was saved (CRC-32 mismatch): {bad[:5]}"
+            )
+        for name in ("data", "config"):
+            if name in record:
+                if name not in restored:
+                    raise self._corrupt(step, f"its '{name}' item is missing")
+                if _json_crc(restored[name]) != record[name]:
+                    raise self._corrupt(step, f"its '{name}' item differs from what was saved (CRC-32 mismatch)")
+
+    def _check_structure(self, step: int, record: dict[str, Any] | None, abstract: PyTree) -> None:
+        """A checkpoint of another state (other model/optimizer) is a usage error, not corruption."""
+        if record is None:
+            return
+        saved = {path: (tuple(shape), dtype) for path, (shape, dtype, _) in record["state"].items()}
+        wanted = {path: (tuple(shape), dtype) for path, (shape, dtype, _) in _leaf_records(abstract, False).items()}
+        if set(saved) != set(wanted) or any(saved[p][0] != wanted[p][0] for p in saved):
+            missing = sorted(set(wanted) - set(saved))[:5]
+            extra = sorted(set(saved) - set(wanted))[:5]
+            shapes = [f"{p}: saved {saved[p][0]}, wanted {wanted[p][0]}" for p in sorted(set(saved) & set(wanted))
+                      if saved[p][0] != wanted[p][0]][:5]
+            raise ValueError(
+                f"Checkpointer.restore: the checkpoint of step {step} in {self.directory} holds a state of "
+                f"another structure than this run's (another model, optimizer or EMA setting?): arrays "
+                f"missing from it {missing}, extra in it {extra}, other shapes {shapes}"
+            )
+
+    def _restore_items(self, step: int, args: dict[str, Any]) -> Mapping[str, Any]:
+        try:
+            with _quiet_failed_reads():
+                return self._manager.restore(step, args=ocp.args.Composite(**args))
+        except Exception as err:
+            raise self._corrupt(step, f"it does not read back ({_first_line(err)})") from err
+
+    def _json_args(self, step: int, record: dict[str, Any] | None) -> dict[str, Any]:
+        step_dir = os.path.join(self.directory, str(step))
+        names = [k for k in ("data", "config") if os.path.isdir(os.path.join(step_dir, k))]
+        if record is not None:
+            missing = [k for k in ("data", "config") if k in record and k not in names]
+            if missing:
+                raise self._corrupt(step, f"its {missing} item folder(s) are missing")
+        return {name: ocp.args.JsonRestore() for name in names}
+
+    def _restore_step(self, step: int, abstract: PyTree) -> Restored:
+        record = self._read_integrity(step)
+        self._check_structure(step, record, abstract)
+        args = {"state": ocp.args.StandardRestore(abstract), **self._json_args(step, record)}
+        restored = self._restore_items(step, args)
+        self._check_items(step, record, restored)
+        return Restored(
+            step=step,
+            state=restored["state"],
+            data_state=restored["data"] if "data" in args else None,
+            config=restored["config"] if "config" in args else None,
+        )
+
+    def _restore_variables_step(self, step: int) -> Restored:
+        record = self._read_integrity(step)
+        try:
+            metadata = self._manager.item_metadata(step)["state"]
+            tree = metadata.tree if hasattr(metadata, "tree") else metadata
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+        except Exception as err:
+            raise self._corrupt(step, f"its metadata does not read back ({_first_line(err)})") from err
+        # Orbax restores whole trees; the optimizer state costs a read of small files only.
+        restored = self._restore_items(step, {"state": ocp.args.StandardRestore(abstract)})
+        if record is not None:
+            self._check_items(step, {"state": record["state"]}, restored)
+        return Restored(step=step, state=restored["state"], data_state=None, config=None)
 
     def _resolve_step(self, step: int | None) -> int:
         steps = self._manager.all_steps()

@@ -184,6 +184,58 @@ def _check_choice(config: Any, field: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _check_bool(config: Any, field: str) -> bool:
+    value = _lookup(config, field)
+    if not isinstance(value, bool):
+        raise TypeError(f"config.{field} must be True or False, got {value!r}")
+    return value
+
+
+def _check_str(config: Any, field: str) -> str:
+    value = _lookup(config, field)
+    if not isinstance(value, str):
+        raise TypeError(f"config.{field} must be a string, got {value!r} ({type(value).__name__})")
+    return value
+
+
+# Groups whose keys are passed on as keyword arguments (checked by what receives them).
+_FREE_FORM = ("model", "optimizer.kwargs", "augment_options")
+
+
+def _check_known_fields(config: Any, schema: Any, prefix: str = "") -> None:
+    """Every key of ``config`` is a field of ``schema`` (a typo is an error, not a silent no-op)."""
+    for key in config.keys():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            where = f"config.{prefix[:-1]}" if prefix else "config"
+            raise ValueError(
+                f"config.{path} is not a known field; the fields of {where} are {sorted(schema.keys())} "
+                f"(see jaxcnn.train.default_config)"
+            )
+        if isinstance(schema[key], ml_collections.ConfigDict):
+            if not isinstance(config[key], (ml_collections.ConfigDict, dict)):
+                raise TypeError(f"config.{path} must be a group of fields (a ConfigDict), got {config[key]!r}")
+            if path not in _FREE_FORM:
+                _check_known_fields(config[key], schema[key], f"{path}.")
+
+
+def _check_model_fields(config: Any) -> None:
+    """``model.*`` besides ``name`` must be fields of that zoo model."""
+    from jaxcnn.models import MODELS
+
+    name = config.model.name
+    if name not in MODELS:
+        return  # a model passed to train_and_evaluate(model=...); otherwise get_model names the choices
+    factory = MODELS[name]
+    cls = getattr(factory, "func", factory)
+    fields = set(getattr(cls, "__dataclass_fields__", {})) - {"parent", "name"}
+    unknown = sorted(set(config.model.keys()) - {"name"} - fields)
+    if unknown:
+        raise ValueError(
+            f"config.model has {unknown}, which are not fields of {name}; its fields are {sorted(fields)}"
+        )
+
+
 def _lookup(config: Any, field: str) -> Any:
     value = config
     for part in field.split("."):
@@ -197,12 +249,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ``ValueError``/``TypeError`` naming the first bad field and its value."""
     if not isinstance(config, ml_collections.ConfigDict):
         raise TypeError(f"config must be an ml_collections.ConfigDict, got {type(config).__name__}")
+    _check_known_fields(config, default_config())
     _check_int(config, "seed", 0)
     _check_choice(config, "task", TASKS)
     _check_choice(config, "regression_loss", ("mse", "mae"))
     for field in ("dataset.name", "model.name", "optimizer.name"):
         if not isinstance(_lookup(config, field), str) or not _lookup(config, field):
             raise ValueError(f"config.{field} must be a non-empty string, got {_lookup(config, field)!r}")
+    for field in ("dataset.data_dir", "dataset.train_split", "dataset.eval_split", "init_from_checkpoint",
+                  "checkpoint.best_metric"):
+        _check_str(config, field)
+    _check_choice(config, "dataset.source", ("auto", "idx", "tfds"))
+    for field in ("dataset.download", "optimizer.nesterov", "eval_use_ema", "mixed_precision",
+                  "checkpoint.async_save", "progress_bar", "tensorboard", "plots"):
+        _check_bool(config, field)
+    _check_model_fields(config)
     _check_int(config, "dataset.num_classes", 0)
     _check_int(config, "dataset.worker_count", 0)
     _check_int(config, "dataset.examples_per_class", 0)
@@ -220,6 +281,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_float(config, "optimizer.weight_decay")
     _check_choice(config, "schedule.name", SCHEDULES)
     _check_int(config, "schedule.warmup_steps", 0)
+    for field in ("schedule.end_learning_rate", "schedule.decay_factor", "schedule.pct_start",
+                  "schedule.div_factor", "schedule.final_div_factor"):
+        _check_float(config, field)
+    boundaries = _lookup(config, "schedule.boundaries")
+    if isinstance(boundaries, (str, bytes)) or not all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0 for b in boundaries
+    ):
+        raise TypeError(f"config.schedule.boundaries must be a list of non-negative numbers, got {boundaries!r}")
     _check_float(config, "grad_clip_norm")
     _check_int(config, "grad_accum_steps", 1)
     _check_float(config, "ema_decay", 0.0, 1.0)

@@ -9,9 +9,17 @@ train-metric window all come back from the checkpoint.
 
 Stops:
   * a non-finite loss or gradient raises :class:`NonFiniteError` naming the step; the bad
-    update is discarded and no checkpoint of it is written;
+    update is discarded and no checkpoint of it is written; a state that became non-finite
+    otherwise (an overflowing update) is never saved either;
   * SIGTERM/SIGINT finish the current step, save a checkpoint and return with
     ``status == "preempted"`` (rerun the same command to resume).
+
+Crashes: a killed run (``kill -9``, power loss of the process) resumes from its last complete
+checkpoint when rerun; records it wrote after that checkpoint are dropped and written again,
+identically. A latest checkpoint that does not read back intact is skipped with a warning and
+the run resumes from the newest earlier one (see :mod:`jaxcnn.train.checkpoint`). A checkpoint
+that cannot be written (disk full, read-only workdir) raises ``CheckpointWriteError`` naming
+the checkpoints still intact.
 """
 
 from __future__ import annotations
@@ -52,7 +60,44 @@ _LOGGED = ("loss", "accuracy", "mean_iou", "mse", "mae", "grad_norm", "learning_
 
 
 class NonFiniteError(FloatingPointError):
-    """The loss or the gradient became NaN/Inf; the message names the step."""
+    """The loss, the gradient or the state became NaN/Inf; the message names the step."""
+
+
+@jax.jit
+def _finite_flags(leaves: list[jax.Array]) -> list[jax.Array]:
+    return [jnp.all(jnp.isfinite(leaf)) for leaf in leaves]
+
+
+def _non_finite_leaves(state: TrainState) -> list[str]:
+    """Paths of the floating-point arrays of ``state`` holding a NaN or an Inf."""
+    from jaxcnn.train.optimizers import param_path
+
+    leaves = [
+        (param_path(path), leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    flags = jax.device_get(_finite_flags([leaf for _, leaf in leaves]))
+    return [name for (name, _), ok in zip(leaves, flags) if not ok]
+
+
+def _close_quietly(*resources: Any) -> None:
+    import logging
+
+    for resource in resources:
+        if resource is None:
+            continue
+        try:
+            resource.close()
+        except Exception as err:  # reported below the error that is already on its way
+            logging.getLogger("jaxcnn.train").warning("while stopping: %s: %s", type(err).__name__, err)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 class _StopSignal:
@@ -61,9 +106,11 @@ class _StopSignal:
     def __init__(self):
         self.received: str | None = None
         self._previous = {}
+        self._depth = 0
 
     def __enter__(self) -> "_StopSignal":
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -72,8 +119,11 @@ class _StopSignal:
         self.received = signal.Signals(signum).name
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._depth -= 1
+        if self._depth == 0:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous = {}
 
 
 def _init_from_checkpoint(state: TrainState, directory: str, exclude: tuple[str, ...] = ()) -> TrainState:
@@ -122,8 +172,40 @@ def train_and_evaluate(
       metrics of the last logging window).
 
     Raises:
-      NonFiniteError: the loss or gradients became NaN/Inf (the message names the step).
+      NonFiniteError: the loss, gradients or state became NaN/Inf (the message names the step).
+      CheckpointWriteError: a checkpoint could not be written (names the checkpoints still intact).
+      CorruptCheckpointError: resuming, but no checkpoint in the workdir reads back intact.
     """
+    # SIGTERM/SIGINT from here on (data loading, compilation included) stop at the next step.
+    with _StopSignal() as stop:
+        return _train_and_evaluate(
+            config, workdir, stop, train_source=train_source, eval_source=eval_source, model=model
+        )
+
+
+def data_parallel_for(config: ml_collections.ConfigDict) -> DataParallel:
+    """The run's :class:`DataParallel`; raises ``ValueError`` naming ``config.num_devices`` or a
+    batch size that does not split evenly over the devices (checked before anything is compiled)."""
+    devices = jax.local_devices() if config.parallel == "pmap" else jax.devices()
+    if config.num_devices:
+        if config.num_devices > len(devices):
+            raise ValueError(f"config.num_devices={config.num_devices} but only {len(devices)} devices exist")
+        devices = devices[: config.num_devices]
+    parallel = DataParallel(config.parallel, devices)
+    parallel.check_batch_size(config.batch_size, "config.batch_size")
+    parallel.check_batch_size(config.eval_batch_size or config.batch_size, "config.eval_batch_size")
+    return parallel
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    stop: _StopSignal,
+    *,
+    train_source: Any,
+    eval_source: Any,
+    model: nn.Module | None,
+) -> dict[str, Any]:
     from jaxcnn.data.pipeline import BatchLoader
 
     validate_config(config)
@@ -137,15 +219,8 @@ def train_and_evaluate(
         train_source, eval_source = load_sources(config)
     num_classes = dataset_num_classes(config, train_source)
 
-    devices = jax.local_devices() if config.parallel == "pmap" else jax.devices()
-    if config.num_devices:
-        if config.num_devices > len(devices):
-            raise ValueError(f"config.num_devices={config.num_devices} but only {len(devices)} devices exist")
-        devices = devices[: config.num_devices]
-    parallel = DataParallel(config.parallel, devices)
-    parallel.check_batch_size(config.batch_size, "config.batch_size")
+    parallel = data_parallel_for(config)
     eval_batch_size = config.eval_batch_size or config.batch_size
-    parallel.check_batch_size(eval_batch_size, "config.eval_batch_size")
 
     train_loader = BatchLoader(
         train_source,
@@ -192,14 +267,19 @@ def train_and_evaluate(
             window = dict(restored.data_state.get("train_window", {}))
         writer.truncate_after(start_step)
         print(f"Resuming from the checkpoint of step {start_step} in {checkpointer.directory}", flush=True)
+        for skipped_step, problem in restored.skipped:
+            print(f"Skipped the newer checkpoint of step {skipped_step}: {problem}", flush=True)
     else:
+        # Records of a run killed before its first checkpoint are written again from step 1.
+        writer.truncate_after(0)
         if config.init_from_checkpoint:
             state = _init_from_checkpoint(
                 state, config.init_from_checkpoint, tuple(config.get("init_from_exclude", ()) or ())
             )
         if primary:
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+            _write_atomically(
+                os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+            )
 
     state = parallel.put_state(state)
     train_step = parallel.compile_train_step(
@@ -225,6 +305,14 @@ def train_and_evaluate(
     )
 
     def save(step: int, eval_metrics: Mapping[str, float] | None = None) -> None:
+        bad = _non_finite_leaves(state)
+        if bad:
+            checkpointer.wait()
+            raise NonFiniteError(
+                f"non-finite values in the training state after step {step} (in {bad[:5]}); no "
+                f"checkpoint was written for it (last checkpoint: {checkpointer.latest_step()}). Lower the "
+                f"learning rate, set grad_clip_norm, or check the data."
+            )
         data_state = {"iterator": train_iter.get_state(), "train_window": window}
         metrics = None
         if eval_metrics is not None and config.checkpoint.best_metric in eval_metrics:
@@ -249,7 +337,7 @@ def train_and_evaluate(
     step = start_step
     tic, images_since = time.perf_counter(), 0
     try:
-        with _StopSignal() as stop:
+        with stop:
             while step < total_steps:
                 batch = next(train_iter)
                 state, metrics = train_step(state, parallel.put_batch(batch))
@@ -320,7 +408,12 @@ def train_and_evaluate(
             # Nothing evaluated in this call (resumed a finished run): report the final state.
             last_eval, eval_stats = evaluate(parallel, eval_step, state, eval_loader, task)
         checkpointer.wait()
-    finally:
+    except BaseException:
+        # The error in flight is the one to report: a second one from closing (e.g. a pending
+        # save that fails too) is only logged.
+        _close_quietly(progress, writer, train_iter, checkpointer)
+        raise
+    else:
         if progress is not None:
             progress.close()
         writer.close()

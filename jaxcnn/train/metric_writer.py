@@ -24,6 +24,23 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _append(path: str, text: str) -> None:
+    """Appends a line; an OS error (disk full, read-only folder) names the file."""
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+    except OSError as err:
+        raise type(err)(err.errno, f"MetricWriter: could not append to {path}: {err.strerror}") from err
+
+
+def _step_of(line: str) -> float:
+    """The step of a record line; a damaged line counts as after every step (it is dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     """All records of ``workdir/metrics.jsonl`` (``[]`` when there is none)."""
     path = os.path.join(workdir, METRICS_FILE)
@@ -52,7 +69,11 @@ class MetricWriter:
             self._tb = SummaryWriter(os.path.join(self.workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
-        """Drops records after ``step`` (a resumed run rewrites them, identically)."""
+        """Drops records after ``step`` (a resumed run rewrites them, identically).
+
+        A last line cut short by a killed process is dropped too. The file is replaced
+        atomically, so a kill during the truncation loses nothing.
+        """
         if not self.enabled:
             return
         for name in (METRICS_FILE, TIMINGS_FILE):
@@ -60,17 +81,18 @@ class MetricWriter:
             if not os.path.exists(path):
                 continue
             with open(path) as f:
-                lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-            with open(path, "w") as f:
+                lines = [line for line in f if line.endswith("\n") and _step_of(line) <= step]
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
                 f.writelines(lines)
+            os.replace(tmp, path)
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any], *, epoch: float) -> dict[str, Any]:
         """One ``metrics.jsonl`` line ``{"step", "epoch", "split", **metrics}``; returns it."""
         record = {"step": int(step), "epoch": round(float(epoch), 4), "split": split}
         record.update({k: _clean(v) for k, v in sorted(metrics.items())})
         if self.enabled:
-            with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            _append(os.path.join(self.workdir, METRICS_FILE), json.dumps(record) + "\n")
             if self._tb is not None:
                 for name, value in metrics.items():
                     if isinstance(_clean(value), (int, float)):
@@ -81,8 +103,8 @@ class MetricWriter:
         """One ``timings.jsonl`` line (wall-clock values, not reproducible)."""
         if not self.enabled:
             return
-        with open(os.path.join(self.workdir, TIMINGS_FILE), "a") as f:
-            f.write(json.dumps({"step": int(step), **{k: _clean(v) for k, v in timings.items()}}) + "\n")
+        line = json.dumps({"step": int(step), **{k: _clean(v) for k, v in timings.items()}}) + "\n"
+        _append(os.path.join(self.workdir, TIMINGS_FILE), line)
         if self._tb is not None:
             for name, value in timings.items():
                 self._tb.add_scalar(f"timing/{name}", float(value), int(step))
