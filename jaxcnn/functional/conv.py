@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxcnn.functional import _arguments as args
+from jaxcnn.functional import _fast_conv
 
 PADDING_MODES = ("zeros", "constant", "reflect", "replicate", "circular")
 # jnp.pad's name for each padding mode.
@@ -41,10 +43,19 @@ def pad_spatial(
     op = "pad_spatial"
     if mode not in PADDING_MODES:
         raise ValueError(f"{op}: unknown padding_mode={mode!r}; expected one of {PADDING_MODES}")
+    x = args.as_array(x, "x", op)
     last = args.channels_last(layout, op, x.ndim - 2)
     axes = _spatial_axes(x.ndim, last)
-    if len(pairs) != len(axes):
-        raise ValueError(f"{op}: {len(pairs)} padding pairs for {len(axes)} spatial axes")
+    if not isinstance(pairs, (tuple, list)) or len(pairs) != len(axes) or not all(
+        isinstance(p, (tuple, list)) and len(p) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in p)
+        for p in pairs
+    ):
+        raise ValueError(
+            f"{op}: pairs must be one (lo, hi) pair of ints >= 0 per spatial axis ({len(axes)} for x shape "
+            f"{tuple(x.shape)}), got {pairs!r}"
+        )
+    pairs = tuple((int(lo), int(hi)) for lo, hi in pairs)
     widths = [(0, 0)] * x.ndim
     for axis, pair in zip(axes, pairs):
         widths[axis] = pair
@@ -112,6 +123,7 @@ def conv(
     pad_value: float = 0.0,
     layout: str = "NHWC",
     precision: Any = None,
+    impl: str | None = None,
 ) -> jnp.ndarray:
     """N-dimensional convolution (cross-correlation) of a batch, 1D/2D/3D by the rank of ``x``.
 
@@ -129,7 +141,19 @@ def conv(
         ``"reflect"``, ``"replicate"`` or ``"circular"``, as in ``torch.nn.Conv2d``.
       layout: ``"NHWC"`` (channels last, default) or ``"NCHW"`` (channels first, PyTorch
         parity: same arguments as ``torch.nn.functional.conv{1,2,3}d`` give the same numbers).
-      precision: passed to ``lax.conv_general_dilated``.
+      precision: passed to ``lax.conv_general_dilated`` (or the fast path's ``dot_general``).
+      impl: ``"auto"`` (default), ``"lax"`` or ``"im2col"``; ``None`` reads the environment
+        variable ``JAXCNN_CONV_IMPL`` (default ``"auto"``). ``"lax"`` is the reference path,
+        one ``lax.conv_general_dilated`` (and JAX's derived gradients). ``"auto"``, on the CPU
+        backend for float32/float64 NHWC convolutions with ``groups=1``, computes the kernel
+        gradient (and, for very thin channel counts or 1x1 windows, the forward pass and the
+        input gradient) as matrix products on im2col patches, several times faster on
+        XLA:CPU (:mod:`jaxcnn.functional._fast_conv`); grouped and depthwise convolutions
+        become shifted slices times the kernel (a batched matmul, or elementwise products
+        when depthwise), 3-9x faster to differentiate there; elsewhere it is ``"lax"``.
+        ``"im2col"`` uses the matrix products for every pass where supported. All give the
+        same values and gradients up to float rounding (tested), forward mode included. Read
+        at trace time: a function already jitted keeps the path it was traced with.
 
     Returns:
       ``(N, *out_spatial, C_out)`` (NHWC) or ``(N, C_out, *out_spatial)`` (NCHW), where
@@ -140,6 +164,7 @@ def conv(
       conv(image[None, :, :, None], filt[:, :, None, None])[0, :, :, 0]
     """
     op = "conv"
+    impl = _fast_conv.resolve_impl(impl, op)
     x = args.as_array(x, "x", op)
     kernel = args.as_array(kernel, "kernel", op)
     args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
@@ -198,7 +223,17 @@ def conv(
     if padding_mode != "zeros":
         x = pad_spatial(x, pad, mode=padding_mode, value=pad_value, layout=layout)
         pad = ((0, 0),) * n
+        in_sizes = x.shape[1:-1] if last else x.shape[2:]
 
+    fast = _fast_conv.plan(
+        impl, x.shape, x.dtype, tuple(window), c_out, stride, tuple(pad), dilation, precision,
+        channels_last=last, groups=groups,
+    )
+    if fast is not None:
+        return _add_bias(_fast_conv.conv_fast(x, kernel, fast), bias, last)
+    if _fast_conv.use_grouped(impl, x.dtype, channels_last=last, groups=groups):
+        y = _fast_conv.grouped_conv(x, kernel, stride, tuple(pad), dilation, groups, precision)
+        return _add_bias(y, bias, last)
     y = lax.conv_general_dilated(
         x,
         kernel,
@@ -224,6 +259,7 @@ def conv_transpose(
     groups: int = 1,
     layout: str = "NHWC",
     precision: Any = None,
+    impl: str | None = None,
 ) -> jnp.ndarray:
     """Transposed convolution (the gradient of :func:`conv` w.r.t. its input), 1D/2D/3D.
 
@@ -237,12 +273,18 @@ def conv_transpose(
         pairs, the amount cropped from each side of the full output; or ``"VALID"`` (= 0) or
         ``"SAME"`` (output ``in * stride``, needs ``dilation * (k - 1) + 1 >= stride``).
       output_padding: extra size added at the end of each axis, ``< max(stride, dilation)``.
+      precision: passed to ``lax.conv_general_dilated`` (or the fast path's ``dot_general``).
+      impl: ``"auto"``, ``"lax"`` or ``"im2col"`` as in :func:`conv` (``None`` reads
+        ``JAXCNN_CONV_IMPL``). The matmul path computes the transposed convolution as the
+        input gradient of a convolution, ``col2im(x @ K^T)``; it needs NHWC, ``groups=1``
+        and ``output_padding < stride`` on every axis.
 
     Returns:
       ``out = (in - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1``
       per spatial axis, laid out like ``x`` with ``C_out`` channels.
     """
     op = "conv_transpose"
+    impl = _fast_conv.resolve_impl(impl, op)
     x = args.as_array(x, "x", op)
     kernel = args.as_array(kernel, "kernel", op)
     args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
@@ -298,15 +340,28 @@ def conv_transpose(
                 )
             pairs.append((total // 2, total - total // 2))
         pad = tuple(pairs)
+    out_spatial = []
     for axis, (size, k, s, d, (lo, hi), extra) in enumerate(
         zip(in_sizes, window, stride, dilation, pad, output_padding)
     ):
         out = (size - 1) * s - lo - hi + d * (k - 1) + extra + 1
+        out_spatial.append(out)
         if out < 1:
             raise ValueError(
                 f"{op}: padding {(lo, hi)} crops everything on spatial axis {axis}: output size "
                 f"would be {out} (x shape {tuple(x.shape)}, kernel shape {tuple(kernel.shape)})"
             )
+
+    fast = _fast_conv.plan_transpose(
+        impl, x.dtype, tuple(window), stride, tuple(pad), dilation, output_padding, precision,
+        channels_last=last, groups=groups,
+    )
+    if fast is not None:
+        # PyTorch's (C_in, C_out, *window) is the HWIO kernel (*window, C_out, C_in) of the
+        # convolution whose input gradient this is.
+        forward_kernel = jnp.moveaxis(kernel, (0, 1), (-1, -2))
+        y = _fast_conv.col2im_transpose(x, forward_kernel, tuple(out_spatial), fast)
+        return _add_bias(y, bias, last)
 
     # The transposed conv is a conv of the stride-dilated input with the spatially flipped
     # kernel whose in/out channels are swapped within each group.

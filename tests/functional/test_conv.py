@@ -256,3 +256,9 @@ def test_conv_transpose_bad_input():
         F.conv_transpose(x, np.zeros((1, 1, 2, 4), np.float32), padding=3)
     with pytest.raises(ValueError, match=r"layout='NCW' is for 1 spatial"):
         F.conv_transpose(x, np.zeros((3, 3, 2, 4), np.float32), layout="NCW")
+
+
+@pytest.mark.parametrize("pairs", [-1, ((1, -1), (0, 0)), ((1, 1),), ((1, 1), (0, 1.5))])
+def test_pad_spatial_rejects_pairs_that_are_not_one_non_negative_pair_per_axis(pairs):
+    with pytest.raises(ValueError, match=r"pad_spatial: pairs must be one \(lo, hi\) pair of ints >= 0 per spatial axis \(2"):
+        F.pad_spatial(np.zeros((1, 4, 4, 1), np.float32), pairs)

@@ -1,0 +1,274 @@
+"""The CPU fast paths give the reference path's numbers: values and gradients, over a grid.
+
+Reference paths: ``impl="lax"`` (one ``lax.conv_general_dilated``) for convolutions,
+``lax.reduce_window`` for pooling, PyTorch for tie-breaking and NaNs. Only the summation
+order differs, so float32 results agree to rounding (relative 1e-5 of the output's scale).
+"""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as torch_f
+from jax import lax
+
+from jaxcnn import functional as F
+from jaxcnn import nn as jnn
+from jaxcnn.functional import _fast_conv
+
+RTOL = 2e-5
+
+
+def _close(actual, expected, rtol=RTOL):
+    """Elementwise within ``rtol`` of the expected array's largest magnitude (sums of products)."""
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        a, e = np.asarray(a), np.asarray(e)
+        assert a.shape == e.shape and a.dtype == e.dtype
+        scale = max(float(np.max(np.abs(e))), 1.0) if e.size else 1.0
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * scale)
+
+
+def _random(shape, seed):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+def _value_and_derivatives(f, x, w, seed=1):
+    """Output, reverse-mode gradients, a forward-mode tangent and a second-order gradient.
+
+    All in one jitted computation, as in a train step (and one compilation per case).
+    """
+    ct = _random(jax.eval_shape(f, x, w).shape, seed)
+    tx, tw = _random(x.shape, seed + 1), _random(w.shape, seed + 2)
+
+    @jax.jit
+    def run(x, w):
+        y, pullback = jax.vjp(f, x, w)
+        tangent = jax.jvp(f, (x, w), (tx, tw))[1]
+        second = jax.grad(lambda x, w: jnp.sum(jax.grad(lambda x: jnp.vdot(f(x, w), ct))(x) ** 2), argnums=1)(x, w)
+        return y, pullback(ct), tangent, second
+
+    return run(x, w)
+
+
+# (input spatial, C_in, C_out, window, stride, padding, dilation): every rank, strides,
+# asymmetric and "SAME" padding, dilation, 1x1 windows and thin channels (where "auto" also
+# uses im2col for the forward pass and the input gradient).
+CONV_GRID = [
+    ((9, 8), 3, 4, (3, 3), 1, 1, 1),
+    ((9, 8), 1, 5, (3, 3), 1, 0, 1),
+    ((10, 9), 6, 7, (5, 5), 1, 2, 1),
+    ((11, 10), 5, 4, (3, 2), (2, 3), ((1, 2), (0, 1)), (1, 2)),
+    ((8, 8), 16, 2, (3, 3), 1, "SAME", 1),
+    ((8, 7), 4, 8, (3, 3), 2, "SAME", 1),
+    ((8, 8), 5, 6, (1, 1), 2, 0, 1),
+    ((8, 8), 5, 6, (1, 1), 1, 0, 1),
+    ((12,), 2, 3, (5,), 3, 2, 2),
+    ((5, 6, 4), 2, 3, (3, 1, 2), (2, 1, 1), ((1, 0), (0, 0), (1, 1)), (1, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("impl", ["auto", "im2col"])
+@pytest.mark.parametrize("spatial, c_in, c_out, window, stride, padding, dilation", CONV_GRID)
+def test_conv_fast_path_matches_lax(impl, spatial, c_in, c_out, window, stride, padding, dilation):
+    x = _random((3, *spatial, c_in), 0)
+    w = _random((*window, c_in, c_out), 1) / np.float32(np.sqrt(np.prod(window) * c_in))
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    fast = lambda x, w: F.conv(x, w, impl=impl, **kw)  # noqa: E731
+    ref = lambda x, w: F.conv(x, w, impl="lax", **kw)  # noqa: E731
+    _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
+
+
+def test_conv_fast_path_eagerly():
+    """Without a surrounding jit (op-by-op dispatch, other fusion), the same numbers."""
+    x, w = _random((2, 7, 6, 3), 0), _random((3, 3, 3, 5), 1)
+    for impl in ("auto", "im2col"):
+        fast = lambda x, w: F.conv(x, w, padding=1, impl=impl)  # noqa: E731
+        ref = lambda x, w: F.conv(x, w, padding=1, impl="lax")  # noqa: E731
+        _close(jax.vjp(fast, x, w)[1](fast(x, w)), jax.vjp(ref, x, w)[1](ref(x, w)))
+
+
+# (input spatial, C_in, C_out, window, stride, padding, dilation, groups): depthwise with
+# multipliers 1 and 3, grouped, every rank.
+GROUPED_GRID = [
+    ((9, 8), 4, 4, (3, 3), 1, 1, 1, 4),
+    ((9, 8), 4, 12, (3, 2), 2, ((1, 0), (1, 1)), (1, 2), 4),
+    ((9, 8), 6, 4, (3, 3), 1, "SAME", 1, 2),
+    ((10,), 6, 9, (3,), 2, 1, 1, 3),
+    ((5, 6, 4), 4, 4, (3, 1, 2), 1, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("spatial, c_in, c_out, window, stride, padding, dilation, groups", GROUPED_GRID)
+def test_grouped_conv_fast_path_matches_lax(spatial, c_in, c_out, window, stride, padding, dilation, groups):
+    x = _random((3, *spatial, c_in), 0)
+    w = _random((*window, c_in // groups, c_out), 1)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    fast = lambda x, w: F.conv(x, w, impl="im2col", **kw)  # noqa: E731
+    ref = lambda x, w: F.conv(x, w, impl="lax", **kw)  # noqa: E731
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(fast)(x, w))
+    _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
+
+
+def test_conv_chunks_over_the_batch(monkeypatch):
+    """Patches are built a few images at a time (a scan); chunking changes no number."""
+    x, w = _random((6, 7, 7, 3), 0), _random((3, 3, 3, 4), 1)
+    ref = _value_and_derivatives(lambda x, w: F.conv(x, w, padding=1, impl="lax"), x, w)
+    for chunk_bytes in (1, 2 * 7 * 7 * 27 * 4, 1 << 30):  # one image, two images, everything
+        monkeypatch.setattr(_fast_conv, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(_fast_conv, "WIDE_CHUNK_BYTES", chunk_bytes)
+        plan = _fast_conv.plan(
+            "im2col", x.shape, x.dtype, (3, 3), 4, (1, 1), ((1, 1), (1, 1)), (1, 1), None,
+            channels_last=True, groups=1,
+        )
+        assert plan.chunk == plan.wide_chunk == {1: 1, 2 * 7 * 7 * 27 * 4: 2, 1 << 30: 6}[chunk_bytes]
+        _close(_value_and_derivatives(lambda x, w: F.conv(x, w, padding=1, impl="im2col"), x, w), ref)
+
+
+@pytest.mark.parametrize(
+    "spatial, window, stride, padding, output_padding, dilation",
+    [
+        ((5, 6), (2, 2), 2, 0, 0, 1),
+        ((5, 6), (3, 3), 2, 1, 1, 1),
+        ((4, 5), (3, 2), (2, 3), ((1, 0), (0, 1)), (1, 2), 1),
+        ((6, 5), (3, 3), 1, 1, 0, 2),
+        ((7,), (4,), 3, ((1, 2),), 2, 2),
+    ],
+)
+def test_conv_transpose_fast_path_matches_lax(spatial, window, stride, padding, output_padding, dilation):
+    x = _random((2, *spatial, 3), 0)
+    w = _random((*window, 3, 4), 1)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    fast = lambda x, w: F.conv_transpose(x, w, impl="im2col", **kw)  # noqa: E731
+    ref = lambda x, w: F.conv_transpose(x, w, impl="lax", **kw)  # noqa: E731
+    _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
+
+
+def _uses_fast_path(f, *args) -> bool:
+    return "custom_jvp_call" in str(jax.make_jaxpr(f)(*args))
+
+
+def test_auto_selection_rules():
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
+    on_cpu = jax.default_backend() == "cpu"
+    assert _uses_fast_path(lambda x, w: F.conv(x, w), x, w) == on_cpu
+    assert not _uses_fast_path(lambda x, w: F.conv(x, w, impl="lax"), x, w)
+    # Unsupported: channels first, half precision under "auto"; groups take their own path.
+    xc, wc = jnp.ones((2, 4, 8, 8)), jnp.ones((8, 4, 3, 3))
+    assert not _uses_fast_path(lambda x, w: F.conv(x, w, layout="NCHW"), xc, wc)
+    grouped = str(jax.make_jaxpr(lambda x, w: F.conv(x, w, groups=2))(x, jnp.ones((3, 3, 2, 8))))
+    assert ("conv_general_dilated" not in grouped) == on_cpu
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    assert not _uses_fast_path(lambda x, w: F.conv(x, w), xb, wb)
+    # The module goes through the same op.
+    module = jnn.Conv(8, 3)
+    variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+    assert _uses_fast_path(lambda v, x: module.apply(v, x), variables, x) == on_cpu
+
+
+def test_auto_plan_per_pass():
+    def plan(c_in, c_out, window=(3, 3)):
+        pads = ((1, 1), (1, 1)) if window == (3, 3) else ((0, 0), (0, 0))
+        return _fast_conv.plan(
+            "auto", (8, 16, 16, c_in), jnp.float32, window, c_out, (1, 1), pads, (1, 1), None,
+            channels_last=True, groups=1,
+        )
+
+    if jax.default_backend() != "cpu":
+        assert plan(64, 64) is None
+        return
+    wide, thin_in, thin_out, pointwise = plan(64, 64), plan(3, 64), plan(64, 2), plan(64, 64, (1, 1))
+    assert (wide.forward, wide.input_grad, wide.kernel_grad) == ("lax", "lax", "im2col")
+    assert (thin_in.forward, thin_in.input_grad, thin_in.kernel_grad) == ("im2col", "im2col", "im2col")
+    thin_both = plan(1, 6)
+    assert (thin_both.forward, thin_both.input_grad, thin_both.kernel_grad) == ("im2col", "im2col", "lax")
+    assert (thin_out.forward, thin_out.input_grad, thin_out.kernel_grad) == ("im2col", "lax", "im2col")
+    assert (pointwise.forward, pointwise.input_grad, pointwise.kernel_grad) == ("im2col", "im2col", "im2col")
+
+
+def test_impl_environment_variable(monkeypatch):
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
+    monkeypatch.setenv("JAXCNN_CONV_IMPL", "lax")
+    assert not _uses_fast_path(lambda x, w: F.conv(x, w), x, w)
+    monkeypatch.setenv("JAXCNN_CONV_IMPL", "im2col")
+    assert _uses_fast_path(lambda x, w: F.conv(x, w), x, w)
+    # An explicit argument wins over the environment.
+    assert not _uses_fast_path(lambda x, w: F.conv(x, w, impl="lax"), x, w)
+    monkeypatch.setenv("JAXCNN_CONV_IMPL", "fastest")
+    with pytest.raises(ValueError, match="JAXCNN_CONV_IMPL"):
+        F.conv(x, w)
+    with pytest.raises(ValueError, match="impl"):
+        F.conv_transpose(x, w, impl="cudnn")
+
+
+def test_import_changes_no_global_setting():
+    code = (
+        "import os, jax\n"
+        "before = (os.environ.get('XLA_FLAGS'), jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision,"
+        " jax.config.jax_numpy_dtype_promotion)\n"
+        "import jaxcnn, jaxcnn.functional, jaxcnn.nn, jaxcnn.models\n"
+        "after = (os.environ.get('XLA_FLAGS'), jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision,"
+        " jax.config.jax_numpy_dtype_promotion)\n"
+        "assert before == after, (before, after)\n"
+        "assert 'JAXCNN_CONV_IMPL' not in os.environ\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def _reduce_window_max(x, window, stride, padding):
+    dims = (1, window, window, 1)
+    return lax.reduce_window(x, -jnp.inf, lax.max, dims, (1, stride, stride, 1), ((0, 0), (padding,) * 2, (padding,) * 2, (0, 0)))
+
+
+@pytest.mark.parametrize(
+    "shape, window, stride, padding",
+    [((2, 8, 8, 3), 2, 2, 0), ((2, 9, 7, 3), 2, 2, 0), ((2, 9, 9, 2), 3, 3, 0), ((2, 9, 8, 3), 3, 2, 1), ((1, 7, 7, 2), 3, 1, 1)],
+)
+def test_max_pool_matches_reduce_window(shape, window, stride, padding):
+    """Distinct values: same output and gradient as the select-and-scatter reference."""
+    x = jnp.asarray(np.random.default_rng(0).permutation(np.prod(shape)).reshape(shape).astype(np.float32))
+    ours = lambda x: F.max_pool(x, window, stride, padding)  # noqa: E731
+    ref = lambda x: _reduce_window_max(x, window, stride, padding)  # noqa: E731
+    y = ref(x)
+    ct = _random(y.shape, 3)
+    np.testing.assert_array_equal(ours(x), y)
+    np.testing.assert_array_equal(jax.vjp(ours, x)[1](ct)[0], jax.vjp(ref, x)[1](ct)[0])
+    t = _random(x.shape, 4)
+    np.testing.assert_array_equal(jax.jvp(ours, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1])
+    np.testing.assert_array_equal(jax.jit(jax.grad(lambda x: jnp.vdot(ours(x), ct)))(x), jax.vjp(ref, x)[1](ct)[0])
+
+
+@pytest.mark.parametrize("window, stride, padding", [(2, 2, 0), (3, 3, 0), (3, 2, 1)])
+def test_max_pool_ties_and_nans_follow_torch(window, stride, padding):
+    """Ties: the first maximum (row-major) takes the gradient; a NaN wins the window.
+
+    Which NaN takes the gradient: the last, as in PyTorch, for overlapping or padded
+    windows; the first when ``stride == window`` (the reshape path, ``jnp.argmax``'s rule).
+    """
+    rng = np.random.default_rng(5)
+    x = np.maximum(np.round(rng.standard_normal((2, 3, 9, 9))), 0.0).astype(np.float32)
+    x[0, 0, 1, 1] = x[1, 2, 4, 3] = x[1, 2, 4, 4] = np.nan  # two NaNs share a window
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = torch_f.max_pool2d(xt, window, stride, padding)
+    ct = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.from_numpy(ct))
+    expected = xt.grad.numpy().copy()
+    if window == stride and 3 // stride == 4 // stride:  # both NaNs in one window
+        expected[1, 2, 4, 3], expected[1, 2, 4, 4] = expected[1, 2, 4, 4], expected[1, 2, 4, 3]
+    y, pullback = jax.vjp(lambda x: F.max_pool(x, window, stride, padding, layout="NCHW"), jnp.asarray(x))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(pullback(jnp.asarray(ct))[0], expected)
+
+
+@pytest.mark.parametrize("impl", ["auto", "im2col"])
+def test_empty_batch_gives_an_empty_result(impl):
+    x = jnp.zeros((0, 8, 8, 3), jnp.float32)
+    assert F.conv(x, jnp.zeros((3, 3, 3, 4), jnp.float32), impl=impl).shape == (0, 6, 6, 4)
+    assert F.conv_transpose(x, jnp.zeros((3, 3, 3, 2), jnp.float32), stride=2, impl=impl).shape == (0, 17, 17, 2)
+    assert F.max_pool(x, 2).shape == (0, 4, 4, 3)

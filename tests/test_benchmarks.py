@@ -1,0 +1,75 @@
+"""The benchmark suite runs end to end (``--quick``) and writes well-formed JSON.
+
+No timing assertions: speed depends on the machine and its load. This checks that every
+part ran, that the numbers are positive and finite, and that the report renders from the
+JSON alone.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_schema(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Train step, images/s" in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert data["schema"] == "jaxcnn-benchmarks/1"
+    assert data["settings"]["quick"] is True
+    assert data["environment"]["jax_backend"]
+    assert _positive(data["matmul"]["reference_gflops"])
+
+    train = data["train"]
+    assert {row["model"] for row in train} == {"SimpleCNN", "LeNet5", "ResNet18", "UNet"}
+    for row in train:
+        assert _positive(row["images_per_s_best"]) and _positive(row["images_per_s_median"])
+        assert row["images_per_s_best"] >= row["images_per_s_median"]
+        assert all(_positive(t) for t in row["rounds_s"])
+        assert _positive(row["memory"]["bytes"]), row["memory"]
+        if not row["framework"].startswith("torch"):
+            assert _positive(row["compile_s"])
+            assert _positive(row["vs_best_torch"]["speedup_best"])
+    frameworks = {row["framework"] for row in train if row["model"] == "SimpleCNN"}
+    assert {"jaxcnn", "jaxcnn[conv=lax]", "flax.linen", "lax", "torch NCHW", "torch channels_last"} <= frameworks
+
+    micro = data["micro"]
+    ops = {row["op"] for row in micro}
+    assert {"conv 3x3", "conv 3x3 stride 2", "conv 1x1", "conv 3x3 dilation 2", "depthwise 3x3",
+            "conv_transpose 2x2 stride 2", "max_pool 2x2", "avg_pool 2x2"} <= ops
+    for row in micro:
+        assert _positive(row["ms_best"])
+        if row["kind"] in ("conv", "conv_transpose"):
+            assert _positive(row["gflops_per_s_best"]) and _positive(row["fraction_of_matmul"])
+        if row["framework"] == "jaxcnn":
+            # The fast paths are checked against the lax reference in the same run.
+            assert row["max_abs_diff_vs_lax_relative"] < 1e-4, row
+
+    gpu = data["gpu"]
+    assert "skipped" in gpu or _positive(gpu["images_per_s_best"])
+
+    # The report renders from the JSON alone, as markdown too.
+    report = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmarks.report", "--markdown", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    assert "| SimpleCNN |" in report.stdout and "| conv 3x3 |" in report.stdout
