@@ -73,3 +73,15 @@ def test_quick_benchmark_writes_schema(tmp_path):
     )
     assert report.returncode == 0, report.stderr
     assert "| SimpleCNN |" in report.stdout and "| conv 3x3 |" in report.stdout
+
+
+def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
+    from experiments.benchmarks import report
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nbefore\n<!-- performance -->\nold table\n<!-- /performance -->\nafter\n")
+    report.write_into_readme("| a |\n|---|\n| 1 |", readme)
+    assert readme.read_text() == "# title\n\nbefore\n<!-- performance -->\n| a |\n|---|\n| 1 |\n<!-- /performance -->\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="must hold one"):
+        report.write_into_readme("x", readme)

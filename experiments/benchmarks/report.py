@@ -1,7 +1,8 @@
-"""Tables from a benchmark JSON: ``python -m experiments.benchmarks.report [--markdown] [path]``.
+"""Tables from a benchmark JSON: ``python -m experiments.benchmarks.report [--markdown|--readme] [path]``.
 
 Every figure printed here is read from the JSON that ``python -m experiments.benchmarks``
-wrote; nothing is typed by hand. ``--markdown`` prints GitHub tables (for the README).
+wrote; nothing is typed by hand. ``--markdown`` prints GitHub tables; ``--readme`` writes
+them into README.md between the ``<!-- performance -->`` markers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "results" / "bench.json"
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_MARKERS = ("<!-- performance -->", "<!-- /performance -->")
 
 # The issue's goals: jaxcnn's train step against PyTorch eager's best layout (speedup, higher is
 # better), and no convolution microbenchmark slower than 1.5x PyTorch's best.
@@ -143,13 +146,30 @@ def render(data: dict[str, Any], markdown: bool) -> str:
     return "\n".join(out)
 
 
+def write_into_readme(text: str, readme: Path = README) -> None:
+    """Replaces what lies between the README's performance markers with ``text``."""
+    start, end = README_MARKERS
+    content = readme.read_text()
+    if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
+        raise SystemExit(f"{readme} must hold one {start} ... {end} block")
+    head, rest = content.split(start)
+    _, tail = rest.split(end)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
     parser.add_argument("--markdown", action="store_true", help="GitHub markdown tables")
+    parser.add_argument("--readme", action="store_true", help="write the markdown tables into README.md")
     args = parser.parse_args(argv)
     with open(args.path) as f:
-        print(render(json.load(f), args.markdown))
+        text = render(json.load(f), args.markdown or args.readme)
+    if args.readme:
+        write_into_readme(text)
+        print(f"wrote the tables from {args.path} into {README}")
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

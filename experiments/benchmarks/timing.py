@@ -71,6 +71,15 @@ def paired_ratio(slow: Timing, fast: Timing) -> float:
     return float(np.median([s / f for s, f in zip(slow.rounds, fast.rounds)]))
 
 
+def versus(peer_name: str, peer: Timing, candidate: Timing) -> dict:
+    """How many times faster ``candidate`` is than ``peer``: best over best and paired median."""
+    return {
+        "torch": peer_name,
+        "speedup_best": peer.best / candidate.best,
+        "speedup_paired_median": paired_ratio(peer, candidate),
+    }
+
+
 def _git_revision() -> str | None:
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

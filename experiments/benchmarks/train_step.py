@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from experiments.benchmarks import peers
-from experiments.benchmarks.timing import interleave, paired_ratio
+from experiments.benchmarks.timing import interleave, versus
 
 LEARNING_RATE = 1e-3
 try:
@@ -360,11 +360,7 @@ def run(
                     "memory": cand.memory,
                 }
                 if best_torch is not None and name not in TORCH_FRAMEWORKS:
-                    row["vs_best_torch"] = {
-                        "torch": best_torch,
-                        "speedup_best": timings[best_torch].best / t.best,
-                        "speedup_paired_median": paired_ratio(timings[best_torch], t),
-                    }
+                    row["vs_best_torch"] = versus(best_torch, timings[best_torch], t)
                 rows.append(row)
                 log(
                     f"  {name:22s} {batch / t.best:9.1f} img/s (median {batch / t.median:9.1f})"

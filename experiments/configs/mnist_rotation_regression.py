@@ -13,12 +13,15 @@ from jaxcnn.train import default_config
 def get_config(arg: str = ""):
     config = default_config()
     config.task = "regression"
-    config.regression_loss = "mse"
+    # L1: the mean absolute error is the metric, and a few ambiguous digits (a 0, a slanted
+    # 1) would dominate a squared loss. MSE for 10 epochs without dropout reached 5.43 degrees.
+    config.regression_loss = "mae"
     config.dataset.name = "mnist_rotation"
     config.model.name = "SimpleCNN"
     config.model.num_classes = 1  # one output: the angle in degrees
+    config.model.dropout_rate = 0.3  # each training digit has one fixed angle: easy to memorise
     config.batch_size = 128
-    config.num_epochs = 10
+    config.num_epochs = 15
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-3
     config.schedule.name = "warmup_cosine"

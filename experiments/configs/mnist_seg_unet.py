@@ -17,9 +17,12 @@ def get_config(arg: str = ""):
     config.dataset.train_split = "train[:12000]"
     config.dataset.eval_split = "test[:2000]"
     config.model.name = "UNet"
-    config.model.features = (8, 16, 32, 64)
+    # The top decoder level feeds the per-pixel classifier: with 8 channels it has to encode
+    # "digit or not" and which of 10 digits at once, and stalled near mean IoU 0.2 (features
+    # (8, 16, 32, 64), 2 epochs); 16 channels there leave room for both.
+    config.model.features = (16, 32, 64, 128)
     config.batch_size = 32
-    config.num_epochs = 5
+    config.num_epochs = 6
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 2e-3
     config.schedule.name = "warmup_cosine"
