@@ -21,6 +21,8 @@ def _train(config: Path, workdir: Path, *overrides: str, arg: str = "smoke") -> 
 def test_config_smoke_run(config, tmp_path, data_dir):
     metrics = _train(config, tmp_path / config.stem)
     assert '"split": "test"' in metrics
+    if "_seg_" in config.stem:  # the issue asks for the predicted masks to be plotted
+        assert (tmp_path / config.stem / "plots" / "predicted_masks.png").stat().st_size > 1000
     assert config.read_text().lstrip().startswith('"""'), "each config states its command in its docstring"
     assert f"--config experiments/configs/{config.name}" in config.read_text()
 

@@ -48,7 +48,7 @@ from jaxcnn.train.builders import (
 )
 from jaxcnn.train.checkpoint import Checkpointer, drop_matching, load_params, merge_matching
 from jaxcnn.train.config import validate_config
-from jaxcnn.train.evaluation import evaluate
+from jaxcnn.train.evaluation import evaluate, plot_predicted_masks
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import make_optimizer
 from jaxcnn.train.parallel import DataParallel
@@ -422,6 +422,11 @@ def _train_and_evaluate(
 
     if status == "completed" and primary and config.plots:
         _write_plots(workdir, eval_stats, eval_source)
+        if config.task == "segmentation":
+            plot_predicted_masks(
+                workdir, model, parallel.get_state(state), eval_source, eval_preprocess, num_classes,
+                use_ema=bool(ema_decay and config.eval_use_ema),
+            )
     if not last_train:
         logged = [r for r in read_metrics(workdir) if r["split"] == "train" and r["step"] <= step]
         last_train = {

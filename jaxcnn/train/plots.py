@@ -95,3 +95,50 @@ def plot_confusion_matrix(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return os.fspath(path)
+
+
+def plot_segmentation_examples(
+    images: np.ndarray,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    num_classes: int,
+    title: str = "",
+) -> str:
+    """Saves one row per example: the image, the true mask and the predicted mask.
+
+    ``images`` ``(N, H, W)`` or ``(N, H, W, C)``; ``truth`` and ``predicted`` ``(N, H, W)`` class
+    ids in ``[0, num_classes)`` (drawn with one fixed colour per class, so the two masks compare).
+    """
+    images, truth, predicted = np.asarray(images), np.asarray(truth), np.asarray(predicted)
+    if truth.ndim != 3 or predicted.shape != truth.shape or images.shape[:3] != truth.shape:
+        raise ValueError(
+            "plot_segmentation_examples: images (N, H, W[, C]), truth and predicted (N, H, W) must agree, got "
+            f"shapes {images.shape}, {truth.shape}, {predicted.shape}"
+        )
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    n = truth.shape[0]
+    plt = _pyplot()
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
+    cmap = plt.get_cmap("tab20", max(num_classes, 2))
+    for i in range(n):
+        columns = (
+            (images[i], "image", {"cmap": "gray"}),
+            (truth[i], "true mask", {"cmap": cmap, "vmin": 0, "vmax": num_classes - 1, "interpolation": "nearest"}),
+            (predicted[i], "predicted", {"cmap": cmap, "vmin": 0, "vmax": num_classes - 1, "interpolation": "nearest"}),
+        )
+        for ax, (picture, name, style) in zip(axes[i], columns):
+            ax.imshow(picture, **style)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return os.fspath(path)
