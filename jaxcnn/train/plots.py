@@ -18,6 +18,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt: Any, fig: Any, path: str | os.PathLike) -> str:
+    """Lays out ``fig``, writes it to ``path`` (creating the folder) and closes it."""
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return os.fspath(path)
+
+
 def plot_curves(records: Sequence[Mapping[str, Any]], directory: str | os.PathLike) -> list[str]:
     """One PNG per metric (``loss.png``, ``accuracy.png`` ...), train and eval splits overlaid.
 
@@ -50,11 +59,7 @@ def plot_curves(records: Sequence[Mapping[str, Any]], directory: str | os.PathLi
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        path = os.path.join(directory, f"{name}.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, os.path.join(directory, f"{name}.png")))
     return paths
 
 
@@ -90,11 +95,7 @@ def plot_confusion_matrix(
     ax.set_ylabel("true")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return os.fspath(path)
+    return _save(plt, fig, path)
 
 
 def plot_segmentation_examples(
@@ -137,8 +138,4 @@ def plot_segmentation_examples(
                 ax.set_title(name)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return os.fspath(path)
+    return _save(plt, fig, path)
