@@ -97,9 +97,12 @@ def out_sizes(
     )
 
 
-def _chunk(batch: int, per_image_bytes: int, limit: int) -> int:
-    """The largest divisor of ``batch`` whose patches fit in ``limit`` bytes (at least 1)."""
+def _chunk(batch: int, per_image_bytes: int, limit: int, at_most: int | None = None) -> int:
+    """The largest divisor of ``batch`` whose patches fit in ``limit`` bytes (at least 1),
+    and no larger than ``at_most`` when given."""
     target = max(1, limit // max(per_image_bytes, 1))
+    if at_most is not None:
+        target = min(target, at_most)
     if target >= batch:
         return batch
     return max(d for d in range(1, target + 1) if batch % d == 0)
@@ -353,8 +356,9 @@ def use_grouped(impl: str, dtype: Any, *, channels_last: bool, groups: int) -> b
     """Whether a grouped (``groups > 1``) convolution takes :func:`grouped_conv`.
 
     ``"auto"``: on the CPU backend, float32/float64, channels last. XLA:CPU differentiates
-    grouped convolutions very slowly (depthwise 3x3 at ``(32, 32, 32, 64)``: 3.5x slower than
-    below; 4 groups of 16 channels: 9x slower).
+    grouped convolutions very slowly: ``lax`` takes 10-50x longer than :func:`grouped_conv`
+    for depthwise 3x3 and 4 groups of 16 channels at ``(32, 32, 32, 64)`` (see
+    ``experiments/benchmarks``).
     """
     if impl == "lax" or not channels_last or groups == 1:
         return False
@@ -376,29 +380,53 @@ def _shifted(x: jnp.ndarray, window, stride, pads, dilation) -> list[jnp.ndarray
     return cols
 
 
+# Grouped convolutions with at most this many groups run as one dense convolution per group
+# (each on the fast path's plan); more groups take one batched matmul, whose cost does not
+# grow with the group count. Measured at (32, 32, 32, 64) 3x3: 4 groups 2.8x faster split
+# than batched, 8 groups even, 16-32 groups 1.1x.
+SPLIT_GROUPS = 8
+
+
 def grouped_conv(
-    x: jnp.ndarray, kernel: jnp.ndarray, stride, pads: Pads, dilation, groups: int, precision: Any = None
+    x: jnp.ndarray,
+    kernel: jnp.ndarray,
+    stride,
+    pads: Pads,
+    dilation,
+    groups: int,
+    precision: Any = None,
+    impl: str = "auto",
 ) -> jnp.ndarray:
-    """Channels-last grouped convolution in plain differentiable JAX.
+    """Channels-last grouped convolution without ``feature_group_count``.
 
     ``x`` ``(N, *in, C)``, ``kernel`` ``(*window, C // groups, O)``; output channel
     ``g * (O // groups) + j`` sees input channels ``g * (C // groups) + c``, as in
     ``lax.conv_general_dilated`` with ``feature_group_count=groups``. Depthwise
-    (``C // groups == 1``): a sum over the window's taps of shifted inputs times the kernel,
-    all elementwise. Otherwise: one batched (over groups) matmul on the patches.
+    (``C // groups == 1``): :func:`depthwise_conv`. Up to :data:`SPLIT_GROUPS` groups: one
+    dense convolution per group (:func:`plan` picks each pass), concatenated. Otherwise one
+    batched (over groups) matmul on the patches.
     """
     window = kernel.shape[:-2]
-    taps = math.prod(window)
     c, o = x.shape[-1], kernel.shape[-1]
     per_group, out_per_group = c // groups, o // groups
-    cols = _shifted(x, window, stride, pads, dilation)
+    stride, dilation = tuple(stride), tuple(dilation)
     if per_group == 1:
-        k = kernel.reshape(taps, groups, out_per_group)
-        y = None
-        for t, col in enumerate(cols):
-            term = col[..., None] * k[t].reshape((1,) * (col.ndim - 1) + k.shape[1:])
-            y = term if y is None else y + term
-        return y.reshape((*y.shape[:-2], o))
+        return depthwise_conv(x, kernel, depthwise_plan(x.shape, x.dtype, window, stride, pads, dilation, precision))
+    if groups <= SPLIT_GROUPS:
+        outs = []
+        for g in range(groups):
+            xg = x[..., g * per_group : (g + 1) * per_group]
+            kg = kernel[..., g * out_per_group : (g + 1) * out_per_group]
+            p = plan(impl, xg.shape, xg.dtype, window, out_per_group, stride, pads, dilation, precision,
+                     channels_last=True, groups=1)
+            if p is None:
+                p = Plan(stride, pads, dilation, precision, "lax", "lax", "lax", 0, 0)
+                outs.append(lax_conv(xg, kg, p))
+            else:
+                outs.append(conv_fast(xg, kg, p))
+        return jnp.concatenate(outs, axis=-1)
+    taps = math.prod(window)
+    cols = _shifted(x, window, stride, pads, dilation)
     patches = jnp.stack(cols, axis=-2)  # (N, *out, taps, C)
     patches = patches.reshape((*patches.shape[:-1], groups, per_group))
     k = kernel.reshape(taps, per_group, groups, out_per_group)
@@ -409,3 +437,78 @@ def grouped_conv(
     )
     y = jnp.moveaxis(y, 0, -2)
     return y.reshape((*y.shape[:-2], o))
+
+
+def depthwise_plan(x_shape, dtype, window, stride, pads: Pads, dilation, precision) -> Plan:
+    """Chunks for :func:`depthwise_conv`: ``chunk`` for the kernel gradient (a reduction
+    over the batch, cache-sized), ``wide_chunk`` for the forward pass (at most half the
+    batch, so that it is a loop whose output is materialised; see :func:`depthwise_conv`)."""
+    outs = out_sizes(tuple(x_shape[1:-1]), window, stride, pads, dilation)
+    per_image = math.prod(outs) * x_shape[-1] * jnp.dtype(dtype).itemsize
+    n = x_shape[0]
+    chunk = _chunk(n, per_image, CHUNK_BYTES) if n else 1
+    wide = _chunk(n, per_image, WIDE_CHUNK_BYTES // 8, at_most=max(n // 2, 1)) if n else 1
+    kind = "depthwise"
+    return Plan(stride, pads, dilation, precision, kind, kind, kind, chunk, wide)
+
+
+def _depthwise_taps(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
+    """Sum over the window's taps of shifted inputs times the kernel, all elementwise.
+
+    ``x`` ``(N, *in, C)``, ``kernel`` ``(*window, 1, C * m)`` -> ``(N, *out, C * m)``.
+    """
+    window = kernel.shape[:-2]
+    c, o = x.shape[-1], kernel.shape[-1]
+    k = kernel.reshape(math.prod(window), o)
+    y = None
+    for t, col in enumerate(_shifted(x, window, p.stride, p.pads, p.dilation)):
+        # Output channel i * m + j reads input channel i. Repeating the input keeps the
+        # channels the minor axis (a trailing axis of size m = 1 defeats vectorisation).
+        if o != c:
+            col = jnp.repeat(col, o // c, axis=-1)
+        term = col * k[t].reshape((1,) * (col.ndim - 1) + (o,))
+        y = term if y is None else y + term
+    return y
+
+
+def _looped(fn, x: jnp.ndarray, other: jnp.ndarray, chunk: int) -> jnp.ndarray:
+    """``fn(x, other)`` over the batch of ``x`` in chunks of ``chunk`` images, always a loop."""
+    n = x.shape[0]
+    if chunk >= n:
+        return fn(x, other)
+    chunks = x.reshape((n // chunk, chunk, *x.shape[1:]))
+    _, ys = lax.scan(lambda carry, xc: (carry, fn(xc, other)), None, chunks)
+    return ys.reshape((n, *ys.shape[2:]))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
+    """Depthwise convolution ``(N, *in, C)``, ``(*window, 1, C * m)`` -> ``(N, *out, C * m)``.
+
+    Why the loops. Written whole, the nine-term sum of a 3x3 window fuses into whatever
+    reduces the output next (a loss, a batch norm), and XLA:CPU runs such a reduction over
+    strided slices 10-20x slower than the sum itself; a loop over batch chunks materialises
+    the output first. The kernel gradient, a reduction over the batch, is accumulated chunk
+    by chunk in cache (:func:`_chunked`); the input gradient is plain transposed JAX, which
+    XLA fuses well. Measured at ``(32, 32, 32, 64)``: about 10x faster than differentiating
+    the plain sum (see ``experiments/benchmarks``).
+    """
+    return _looped(functools.partial(_depthwise_taps, p=p), x, kernel, p.wide_chunk)
+
+
+def _depthwise_jvp(p: Plan, primals, tangents):
+    x, kernel = primals
+    tx, tk = tangents
+    y = depthwise_conv(x, kernel, p)
+    out = None
+    if not isinstance(tx, SymbolicZero):
+        out = _depthwise_taps(tx, kernel, p)
+    if not isinstance(tk, SymbolicZero):
+        term = _chunked(functools.partial(_depthwise_taps, p=p), x, tk, p.chunk)
+        out = term if out is None else out + term
+    if out is None:
+        out = jnp.zeros_like(y)
+    return y, out
+
+
+depthwise_conv.defjvp(_depthwise_jvp, symbolic_zeros=True)

@@ -92,13 +92,16 @@ def test_conv_fast_path_eagerly():
 
 
 # (input spatial, C_in, C_out, window, stride, padding, dilation, groups): depthwise with
-# multipliers 1 and 3, grouped, every rank.
+# multipliers 1 and 3, grouped (split per group up to SPLIT_GROUPS, one batched matmul
+# above), every rank.
 GROUPED_GRID = [
     ((9, 8), 4, 4, (3, 3), 1, 1, 1, 4),
     ((9, 8), 4, 12, (3, 2), 2, ((1, 0), (1, 1)), (1, 2), 4),
     ((9, 8), 6, 4, (3, 3), 1, "SAME", 1, 2),
     ((10,), 6, 9, (3,), 2, 1, 1, 3),
     ((5, 6, 4), 4, 4, (3, 1, 2), 1, 1, 1, 2),
+    ((6, 5), 2 * (_fast_conv.SPLIT_GROUPS + 1), _fast_conv.SPLIT_GROUPS + 1, (3, 3), 1, 1, 1,
+     _fast_conv.SPLIT_GROUPS + 1),
 ]
 
 
@@ -126,6 +129,21 @@ def test_conv_chunks_over_the_batch(monkeypatch):
         )
         assert plan.chunk == plan.wide_chunk == {1: 1, 2 * 7 * 7 * 27 * 4: 2, 1 << 30: 6}[chunk_bytes]
         _close(_value_and_derivatives(lambda x, w: F.conv(x, w, padding=1, impl="im2col"), x, w), ref)
+
+
+def test_depthwise_chunks_over_the_batch(monkeypatch):
+    """The depthwise forward loops over batch chunks and its kernel gradient accumulates
+    chunk by chunk; the chunk sizes change no number."""
+    x, w = _random((6, 7, 7, 3), 0), _random((3, 3, 1, 6), 1)
+    kw = dict(padding=1, groups=3)
+    ref = _value_and_derivatives(lambda x, w: F.conv(x, w, impl="lax", **kw), x, w)
+    per_image = 7 * 7 * 3 * 4
+    for chunk_bytes, chunks in ((1, (1, 1)), (2 * per_image, (2, 2)), (1 << 30, (6, 3))):
+        monkeypatch.setattr(_fast_conv, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(_fast_conv, "WIDE_CHUNK_BYTES", 8 * chunk_bytes)
+        plan = _fast_conv.depthwise_plan(x.shape, x.dtype, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), None)
+        assert (plan.chunk, plan.wide_chunk) == chunks  # the forward always loops: at most half
+        _close(_value_and_derivatives(lambda x, w: F.conv(x, w, impl="im2col", **kw), x, w), ref)
 
 
 @pytest.mark.parametrize(
