@@ -12,7 +12,9 @@ figure in RESULTS.md is typed by hand.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -74,6 +76,8 @@ def _row(folder: Path) -> dict | None:
     return {
         "name": folder.name,
         "metric": label,
+        "raw": last[key],
+        "format": fmt,
         "value": fmt(last[key]),
         "epochs": f"{epochs:.2f}".rstrip("0").rstrip(".") if isinstance(epochs, float) else epochs,
         "steps": last.get("step"),
@@ -85,8 +89,38 @@ def _row(folder: Path) -> dict | None:
     }
 
 
-def write_table() -> Path:
-    rows = [r for r in (_row(f) for f in sorted(RESULTS.iterdir()) if f.is_dir()) if r] if RESULTS.exists() else []
+# Runs of one config that differ only in --config.seed are collected as <name>_seed<k>.
+SEED_RUN = re.compile(r"^(?P<config>.+)_seed(?P<seed>\d+)$")
+
+
+def seed_means(rows: list[dict]) -> list[dict]:
+    """One row per config with runs over two or more seeds: the mean, sample standard
+    deviation, minimum and maximum of their headline figures."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        match = SEED_RUN.match(r["name"])
+        if match:
+            groups.setdefault(match["config"], []).append(r)
+    means = []
+    for config, runs in sorted(groups.items()):
+        if len(runs) < 2:
+            continue
+        values = [r["raw"] for r in runs]
+        fmt = runs[0]["format"]
+        means.append({
+            "config": config,
+            "metric": runs[0]["metric"],
+            "seeds": ", ".join(SEED_RUN.match(r["name"])["seed"] for r in runs),
+            "mean": fmt(statistics.fmean(values)),
+            "std": fmt(statistics.stdev(values)),
+            "min": fmt(min(values)),
+            "max": fmt(max(values)),
+        })
+    return means
+
+
+def write_table(results: Path = RESULTS, path: Path = HERE / "RESULTS.md") -> Path:
+    rows = [r for r in (_row(f) for f in sorted(results.iterdir()) if f.is_dir()) if r] if results.exists() else []
     lines = [
         "# Results",
         "",
@@ -103,7 +137,22 @@ def write_table() -> Path:
             f"| {r['name']} | {r['metric']} | {r['value']} | {r['epochs']} | {r['steps']} | {r['wall']} | {r['to_99']} | "
             f"{r['device']} | {r['commit']} | `{r['command']}` |"
         )
-    path = HERE / "RESULTS.md"
+    means = seed_means(rows)
+    if means:
+        lines += [
+            "",
+            "## Over seeds",
+            "",
+            "Runs of one config with different `--config.seed` (workdirs `<config>_seed<k>`): the mean,",
+            "sample standard deviation, minimum and maximum of the figures above.",
+            "",
+            "| config | metric | seeds | mean | std | min | max |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m in means:
+            lines.append(
+                f"| {m['config']} | {m['metric']} | {m['seeds']} | {m['mean']} | {m['std']} | {m['min']} | {m['max']} |"
+            )
     path.write_text("\n".join(lines) + "\n")
     return path
 
