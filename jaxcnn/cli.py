@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxcnn.launch import ConfigError, apply_overrides, command_line, load_config_file, write_run_record
+from jaxcnn.launch import ConfigError, apply_overrides, code_version, command_line, load_config_file, write_run_record
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,9 +59,11 @@ def _train(parser, args, overrides) -> int:
         parser.error(str(err))
 
     start = time.time()
+    code = code_version()  # the code this run starts from, not whatever is checked out when it ends
     final = train_and_evaluate(config, args.workdir)
     name = Path(args.config.partition(":")[0]).stem
-    path = write_run_record(args.workdir, config, final, time.time() - start, command_line(), config_name=name)
+    path = write_run_record(args.workdir, config, final, time.time() - start, command_line(), config_name=name,
+                            code=code)
     print(json.dumps({"workdir": str(args.workdir), "run_record": str(path), **{
         k: v for k, v in final.items() if isinstance(v, (int, float, str))}}, indent=2))
     return 0 if final.get("status", "completed") in ("completed", "preempted") else 1

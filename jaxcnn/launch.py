@@ -165,8 +165,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def write_run_record(workdir: str | os.PathLike, config: ml_collections.ConfigDict, final: dict[str, Any],
-                     wall_time_s: float, command: Sequence[str], config_name: str | None = None) -> Path:
-    """Writes ``workdir/run.json``: versions, code version, devices, seed, timing, final metrics."""
+                     wall_time_s: float, command: Sequence[str], config_name: str | None = None,
+                     code: dict[str, Any] | None = None) -> Path:
+    """Writes ``workdir/run.json``: versions, code version, devices, seed, timing, final metrics.
+
+    ``code``: :func:`code_version` taken when the run started (default: now).
+    """
     workdir = Path(workdir)
     timings = read_jsonl(workdir / "timings.jsonl")
     rates = [t["images_per_second"] for t in timings if isinstance(t.get("images_per_second"), (int, float))]
@@ -179,7 +183,7 @@ def write_run_record(workdir: str | os.PathLike, config: ml_collections.ConfigDi
         "images_per_sec": sorted(rates)[len(rates) // 2] if rates else None,
         "final_metrics": {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **code_version(),
+        **(code if code is not None else code_version()),
         **environment(),
     }
     path = workdir / "run.json"

@@ -97,3 +97,17 @@ def test_console_script_trains_resumes_and_evaluates(tmp_path, data_dir):
     evaluated = json.loads(out[out.index("{"):])
     last_eval = [json.loads(l) for l in before.splitlines() if json.loads(l)["split"] == "test"][-1]
     assert evaluated["accuracy"] == pytest.approx(last_eval["accuracy"])
+
+
+def test_run_record_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A long run outlives commits made meanwhile: run.json keeps the code it started with."""
+    import jaxcnn.train
+
+    versions = iter([{"git_commit": "start", "git_dirty": False}, {"git_commit": "later", "git_dirty": True}])
+    monkeypatch.setattr(cli, "code_version", lambda: next(versions))
+    monkeypatch.setattr(jaxcnn.train, "train_and_evaluate", lambda config, workdir: {"status": "completed"})
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    assert cli.main(["train", "--config", f"{CONFIG}:smoke", "--workdir", str(workdir)]) == 0
+    run = json.loads((workdir / "run.json").read_text())
+    assert (run["git_commit"], run["git_dirty"]) == ("start", False)
