@@ -272,21 +272,27 @@ def conv_fast(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
     return _IMPLEMENTATIONS[p.forward](x, kernel, p)
 
 
-def _conv_fast_jvp(p: Plan, primals, tangents):
+def _bilinear_jvp(y: jnp.ndarray, input_term, kernel_term, primals, tangents):
+    """``(y, f(tx, K) + f(x, tK))``, the tangent of a bilinear ``f(x, K)``, skipping zeros.
+
+    Each term is written with the implementation wanted for its transpose: ``input_term``
+    becomes the input gradient and ``kernel_term`` the kernel gradient under reverse mode.
+    """
     x, kernel = primals
     tx, tk = tangents
-    y = conv_fast(x, kernel, p)
-    # conv(x, K) is bilinear: its tangent is conv(tx, K) + conv(x, tK). Each term is written
-    # with the implementation wanted for its transpose (tx -> input grad, tK -> kernel grad).
-    out = None
+    terms = []
     if not isinstance(tx, SymbolicZero):
-        out = _IMPLEMENTATIONS[p.input_grad](tx, kernel, p)
+        terms.append(input_term(tx, kernel))
     if not isinstance(tk, SymbolicZero):
-        term = kernel_tangent(x, tk, p) if p.kernel_grad == "im2col" else lax_conv(x, tk, p)
-        out = term if out is None else out + term
-    if out is None:
-        out = jnp.zeros_like(y)
-    return y, out
+        terms.append(kernel_term(x, tk))
+    return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+
+
+def _conv_fast_jvp(p: Plan, primals, tangents):
+    kernel_term = functools.partial(kernel_tangent, p=p) if p.kernel_grad == "im2col" else \
+        functools.partial(lax_conv, p=p)
+    input_term = functools.partial(_IMPLEMENTATIONS[p.input_grad], p=p)
+    return _bilinear_jvp(conv_fast(*primals, p), input_term, kernel_term, primals, tangents)
 
 
 conv_fast.defjvp(_conv_fast_jvp, symbolic_zeros=True)
@@ -488,18 +494,9 @@ def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
 
 
 def _depthwise_jvp(p: Plan, primals, tangents):
-    x, kernel = primals
-    tx, tk = tangents
-    y = depthwise_conv(x, kernel, p)
-    out = None
-    if not isinstance(tx, SymbolicZero):
-        out = _depthwise_taps(tx, kernel, p)
-    if not isinstance(tk, SymbolicZero):
-        term = _chunked(functools.partial(_depthwise_taps, p=p), x, tk, p.chunk)
-        out = term if out is None else out + term
-    if out is None:
-        out = jnp.zeros_like(y)
-    return y, out
+    taps = functools.partial(_depthwise_taps, p=p)
+    kernel_term = lambda x, tk: _chunked(taps, x, tk, p.chunk)  # noqa: E731
+    return _bilinear_jvp(depthwise_conv(*primals, p), taps, kernel_term, primals, tangents)
 
 
 depthwise_conv.defjvp(_depthwise_jvp, symbolic_zeros=True)

@@ -272,12 +272,7 @@ def tiny_config(**overrides: Any):
     config.progress_bar = False
     config.tensorboard = False
     config.plots = False
-    for key, value in overrides.items():
-        target = config
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target[part]
-        target[last] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

@@ -41,12 +41,7 @@ def small_config(**overrides):
     config.tensorboard = False  # tensorboardX imports torch: seconds per run; one test turns it on
     config.plots = False
     config.optimizer.learning_rate = 0.05
-    for key, value in overrides.items():
-        target = config
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[last] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

@@ -30,12 +30,7 @@ def params():
 
 def _config(**overrides) -> ml_collections.ConfigDict:
     config = default_config()
-    for key, value in overrides.items():
-        target = config
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[last] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 
