@@ -420,17 +420,18 @@ def grouped_conv(
     if per_group == 1:
         return depthwise_conv(x, kernel, depthwise_plan(x.shape, x.dtype, window, stride, pads, dilation, precision))
     if groups <= SPLIT_GROUPS:
-        outs = []
-        for g in range(groups):
-            xg = x[..., g * per_group : (g + 1) * per_group]
-            kg = kernel[..., g * out_per_group : (g + 1) * out_per_group]
-            p = plan(impl, xg.shape, xg.dtype, window, out_per_group, stride, pads, dilation, precision,
-                     channels_last=True, groups=1)
-            if p is None:
-                p = Plan(stride, pads, dilation, precision, "lax", "lax", "lax", 0, 0)
-                outs.append(lax_conv(xg, kg, p))
-            else:
-                outs.append(conv_fast(xg, kg, p))
+        # Every group has the same shapes, hence the same plan.
+        group_shape = (*x.shape[:-1], per_group)
+        p = plan(impl, group_shape, x.dtype, window, out_per_group, stride, pads, dilation, precision,
+                 channels_last=True, groups=1)
+        if p is None:
+            p = Plan(stride, pads, dilation, precision, "lax", "lax", "lax", 0, 0)
+        conv_group = lax_conv if p.forward == p.input_grad == p.kernel_grad == "lax" else conv_fast
+        outs = [
+            conv_group(x[..., g * per_group : (g + 1) * per_group],
+                       kernel[..., g * out_per_group : (g + 1) * out_per_group], p)
+            for g in range(groups)
+        ]
         return jnp.concatenate(outs, axis=-1)
     taps = math.prod(window)
     cols = _shifted(x, window, stride, pads, dilation)
