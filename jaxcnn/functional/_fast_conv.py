@@ -422,14 +422,12 @@ def grouped_conv(
     if groups <= SPLIT_GROUPS:
         # Every group has the same shapes, hence the same plan.
         group_shape = (*x.shape[:-1], per_group)
+        # plan() returns None when every pass would be lax; conv_fast runs that plan as plain lax.
         p = plan(impl, group_shape, x.dtype, window, out_per_group, stride, pads, dilation, precision,
-                 channels_last=True, groups=1)
-        if p is None:
-            p = Plan(stride, pads, dilation, precision, "lax", "lax", "lax", 0, 0)
-        conv_group = lax_conv if p.forward == p.input_grad == p.kernel_grad == "lax" else conv_fast
+                 channels_last=True, groups=1) or Plan(stride, pads, dilation, precision, "lax", "lax", "lax", 0, 0)
         outs = [
-            conv_group(x[..., g * per_group : (g + 1) * per_group],
-                       kernel[..., g * out_per_group : (g + 1) * out_per_group], p)
+            conv_fast(x[..., g * per_group : (g + 1) * per_group],
+                      kernel[..., g * out_per_group : (g + 1) * out_per_group], p)
             for g in range(groups)
         ]
         return jnp.concatenate(outs, axis=-1)
@@ -454,8 +452,8 @@ def depthwise_plan(x_shape, dtype, window, stride, pads: Pads, dilation, precisi
     outs = out_sizes(tuple(x_shape[1:-1]), window, stride, pads, dilation)
     per_image = math.prod(outs) * x_shape[-1] * jnp.dtype(dtype).itemsize
     n = x_shape[0]
-    chunk = _chunk(n, per_image, CHUNK_BYTES) if n else 1
-    wide = _chunk(n, per_image, WIDE_CHUNK_BYTES // 8, at_most=max(n // 2, 1)) if n else 1
+    chunk = _chunk(n, per_image, CHUNK_BYTES)  # an empty batch gets 0: _chunked then calls fn once
+    wide = _chunk(n, per_image, WIDE_CHUNK_BYTES // 8, at_most=max(n // 2, 1))
     kind = "depthwise"
     return Plan(stride, pads, dilation, precision, kind, kind, kind, chunk, wide)
 
