@@ -14,7 +14,9 @@ def get_config(arg: str = ""):
     config = default_config()
     config.task = "segmentation"
     config.dataset.name = "mnist_segmentation"
-    config.dataset.train_split = "train[:12000]"
+    # 12,000 canvases for 6 epochs plateaued at test mean IoU 0.74 while train reached 0.80:
+    # four times the canvases for half the epochs sees every digit in new company.
+    config.dataset.train_split = "train[:48000]"
     config.dataset.eval_split = "test[:2000]"
     config.model.name = "UNet"
     # The top decoder level feeds the per-pixel classifier: with 8 channels it has to encode
@@ -22,7 +24,7 @@ def get_config(arg: str = ""):
     # (8, 16, 32, 64), 2 epochs); 16 channels there leave room for both.
     config.model.features = (16, 32, 64, 128)
     config.batch_size = 32
-    config.num_epochs = 6
+    config.num_epochs = 3
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 2e-3
     config.schedule.name = "warmup_cosine"
