@@ -206,6 +206,9 @@ def shrink_to_smoke(config: ml_collections.ConfigDict, *, train_examples: int = 
     """
     config.dataset.train_split = f"{config.dataset.train_split.split('[')[0]}[:{train_examples}]"
     config.dataset.eval_split = f"{config.dataset.eval_split.split('[')[0]}[:{eval_examples}]"
+    if config.dataset.get("derived_train_examples", 0):
+        # Still several examples per digit, as the full config has, but from the sliced digits.
+        config.dataset.derived_train_examples = 2 * train_examples
     config.batch_size = min(config.batch_size, 32)
     config.eval_batch_size = 0
     config.num_epochs = 0

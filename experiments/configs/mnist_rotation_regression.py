@@ -17,11 +17,14 @@ def get_config(arg: str = ""):
     # 1) would dominate a squared loss. MSE for 10 epochs without dropout reached 5.43 degrees.
     config.regression_loss = "mae"
     config.dataset.name = "mnist_rotation"
+    # Every training digit at 4 angles, 5 epochs: the same digits as 15 epochs at one fixed angle
+    # each (MAE 4.75 on test, 4.04 on train), but no angle is seen twice.
+    config.dataset.derived_train_examples = 4 * 60_000
     config.model.name = "SimpleCNN"
     config.model.num_classes = 1  # one output: the angle in degrees
-    config.model.dropout_rate = 0.3  # each training digit has one fixed angle: easy to memorise
+    config.model.dropout_rate = 0.1  # less to memorise than with one angle per digit (0.3 then)
     config.batch_size = 128
-    config.num_epochs = 15
+    config.num_epochs = 5
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-3
     config.schedule.name = "warmup_cosine"

@@ -206,17 +206,23 @@ def rotate_image(image: np.ndarray, angle: float, fill: float = 0.0) -> np.ndarr
 class RotatedDigits(RandomAccessSource):
     """Rotation regression: ``[i] -> {"image": uint8 (H, W, 1), "label": float32 (), "digit": int32 ()}``.
 
-    Example ``i`` is digit ``i`` rotated by ``label`` degrees (counter-clockwise, uniform in
-    ``[-max_angle, max_angle]``, drawn from ``(seed, split, i)``).
+    Example ``i`` is digit ``i % len(digits)`` rotated by ``label`` degrees (counter-clockwise,
+    uniform in ``[-max_angle, max_angle]``, drawn from ``(seed, split, i)``). With
+    ``num_examples = k * len(digits)`` every digit appears at ``k`` angles (more training data
+    from the same digits); the first ``len(digits)`` examples do not depend on ``num_examples``.
 
     Example::
 
         rot = RotatedDigits(load("mnist", "train"), max_angle=45.0, seed=0)
+        four_angles = RotatedDigits(load("mnist", "train"), 240_000)   # 4 angles per digit
     """
 
-    def __init__(self, digits: Any, *, max_angle: float = 45.0, seed: int = 0):
+    def __init__(self, digits: Any, num_examples: int | None = None, *, max_angle: float = 45.0,
+                 seed: int = 0):
         fn = "RotatedDigits"
         h, w = _check_digits(digits, fn)
+        self.num_examples = len(digits) if num_examples is None else check_int(
+            num_examples, "num_examples", fn, minimum=1)
         self.max_angle = check_float(max_angle, "max_angle", fn, minimum=0.0)
         if self.max_angle > 180:
             raise ValueError(f"{fn}: max_angle must be <= 180 degrees, got {max_angle}")
@@ -226,13 +232,13 @@ class RotatedDigits(RandomAccessSource):
         base = getattr(digits, "info", None)
         self.info = DatasetInfo(
             name=f"{getattr(base, 'name', 'digits')}_rotation", split=getattr(base, "split", "train"),
-            num_examples=len(digits), image_shape=(h, w, 1), num_classes=None, source="derived",
+            num_examples=self.num_examples, image_shape=(h, w, 1), num_classes=None, source="derived",
             location=getattr(base, "location", None),
             element_spec={"image": ((h, w, 1), "uint8"), "label": ((), "float32"), "digit": ((), "int32")},
         )
 
     def __len__(self) -> int:
-        return len(self.digits)
+        return self.num_examples
 
     def angle(self, index: int) -> float:
         """The rotation of example ``index`` in degrees."""
@@ -242,6 +248,6 @@ class RotatedDigits(RandomAccessSource):
     def __getitem__(self, index: int) -> Example:
         index = check_index(index, len(self), "RotatedDigits")
         angle = np.float32(self.angle(index))
-        image, digit = _digit(self.digits, index)
+        image, digit = _digit(self.digits, index % len(self.digits))
         rotated = rotate_image(image, float(angle))
         return {"image": rotated[..., None], "label": angle, "digit": np.int32(digit)}

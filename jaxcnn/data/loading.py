@@ -6,7 +6,7 @@ import logging
 import os
 
 from jaxcnn.data import idx
-from jaxcnn.data._arguments import check_bool, check_choice, check_str
+from jaxcnn.data._arguments import check_bool, check_choice, check_int, check_str
 from jaxcnn.data.sources import ArraySource, RandomAccessSource
 
 logger = logging.getLogger("jaxcnn.data")
@@ -17,15 +17,16 @@ SOURCES = ("auto", "idx", "tfds")
 DERIVED_TASKS = ("segmentation", "detection", "rotation")
 
 
-def _derive(task: str, digits: RandomAccessSource) -> RandomAccessSource:
-    """The ``<digits>_<task>`` dataset built from a digits source (one example per digit)."""
+def _derive(task: str, digits: RandomAccessSource, num_examples: int | None) -> RandomAccessSource:
+    """The ``<digits>_<task>`` dataset built from a digits source (default: one example per digit)."""
     from jaxcnn.data.derived import DetectionCanvases, RotatedDigits, SegmentationCanvases
 
+    num_examples = len(digits) if num_examples is None else num_examples
     if task == "segmentation":
-        return SegmentationCanvases(digits, len(digits))
+        return SegmentationCanvases(digits, num_examples)
     if task == "detection":
-        return DetectionCanvases(digits, len(digits))
-    return RotatedDigits(digits)
+        return DetectionCanvases(digits, num_examples)
+    return RotatedDigits(digits, num_examples)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -33,7 +34,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, source: str = "auto",
-         download: bool = False) -> RandomAccessSource:
+         download: bool = False, num_examples: int | None = None) -> RandomAccessSource:
     """A random-access source of ``name``/``split``: ``[i] -> {"image": uint8 (H, W, C), "label": int32 ()}``.
 
     Args:
@@ -52,6 +53,8 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
       download: allow fetching over the network: IDX files with MD5 verification into
         ``data_dir`` (or ``$JAXCNN_DATA_DIR``, or ``~/.cache/jaxcnn/datasets``), or tfds' own
         download. Off by default so an offline run fails fast with a clear message.
+      num_examples: derived datasets only: how many examples to derive from the split's digits
+        (default one per digit; ``4 * len(digits)`` shows each digit at 4 angles or in 4 canvases).
 
     Returns:
       an :class:`ArraySource` (IDX, in memory) or a :class:`TfdsSource`; ``.info`` tells which.
@@ -71,8 +74,15 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
     check_choice(source, "source", fn, SOURCES)
     check_bool(download, "download", fn)
     base, _, task = name.rpartition("_")
-    if task in DERIVED_TASKS and base:
-        return _derive(task, load(base, split, data_dir=data_dir, source=source, download=download))
+    derived = task in DERIVED_TASKS and bool(base)
+    if num_examples is not None:
+        check_int(num_examples, "num_examples", fn, minimum=1)
+        if not derived:
+            raise ValueError(f"{fn}: num_examples applies to derived datasets (names ending in "
+                             f"{', '.join('_' + t for t in DERIVED_TASKS)}), got name={name!r}")
+    if derived:
+        digits = load(base, split, data_dir=data_dir, source=source, download=download)
+        return _derive(task, digits, num_examples)
     is_idx = name in idx.IDX_DATASETS
     if source == "idx" and not is_idx:
         raise ValueError(

@@ -57,14 +57,17 @@ def load_sources(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     """``(train, eval)`` random-access sources of ``config.dataset`` (``jaxcnn.data.load``).
 
     ``dataset.examples_per_class > 0`` keeps the first that many training examples of each
-    class (a balanced few-label subset, e.g. 100 per class for transfer learning).
+    class (a balanced few-label subset, e.g. 100 per class for transfer learning);
+    ``dataset.derived_train_examples > 0`` sizes a derived training set (``load``'s
+    ``num_examples``). The eval set is always the split as named.
     """
     from jaxcnn.data import Subset
     from jaxcnn.data.loading import load
 
     data_dir = config.dataset.data_dir or None
     kwargs = {"data_dir": data_dir, "source": config.dataset.source, "download": bool(config.dataset.get("download", False))}
-    train = load(config.dataset.name, config.dataset.train_split, **kwargs)
+    derived_examples = int(config.dataset.get("derived_train_examples", 0) or 0)
+    train = load(config.dataset.name, config.dataset.train_split, num_examples=derived_examples or None, **kwargs)
     per_class = int(config.dataset.get("examples_per_class", 0) or 0)
     if per_class:
         labels = np.asarray([int(train[i]["label"]) for i in range(len(train))]) if not hasattr(train, "labels") \

@@ -3,65 +3,68 @@
 ``default_config()`` returns an ``ml_collections.ConfigDict`` that experiment configs start
 from and the command line overrides (``--config.optimizer.learning_rate=0.01``). Fields:
 
-=============================  ==========================================================================
-field                          meaning
-=============================  ==========================================================================
-``seed``                       int; seeds init, dropout and the data order (same seed -> same run)
-``task``                       ``"classification"`` | ``"segmentation"`` | ``"regression"``
-``regression_loss``            ``"mse"`` | ``"mae"`` (regression only)
-``dataset.name``               e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
-``dataset.data_dir``           folder of the files; ``""``: ``$JAXCNN_DATA_DIR`` / defaults
-``dataset.source``             ``"auto"`` | ``"idx"`` | ``"tfds"``
-``dataset.download``           allow fetching missing files (MNIST-family IDX files with checksum
-                               verification, or tfds' own download); off: fail fast offline
-``dataset.examples_per_class`` > 0: keep only the first that many training examples of each class
-``dataset.train_split``        e.g. ``"train"``, ``"train[:1000]"``
-``dataset.eval_split``         e.g. ``"test"``; without its slice, the ``split`` in ``metrics.jsonl``
-``dataset.num_classes``        0: taken from the dataset
-``dataset.worker_count``       grain worker processes (0: threads only)
-``model.name``                 a ``jaxcnn.models.get_model`` name; every other ``model.*`` key is passed
-                               to it (``num_classes``, ``axis_name`` and ``dtype`` are filled in)
-``batch_size``                 global batch (all devices and processes); divisible by the device count
-``eval_batch_size``            0: ``batch_size``
-``num_epochs`` / ``num_steps`` run length; ``num_steps > 0`` wins over ``num_epochs``
-``optimizer.name``             ``"sgd"`` | ``"adam"`` | ``"adamw"`` | any ``optax`` optimizer name
-``optimizer.learning_rate``    peak learning rate
-``optimizer.momentum``         sgd (and others that take it); 0: plain SGD
-``optimizer.nesterov``         bool
-``optimizer.weight_decay``     decoupled for adamw-like optimizers, L2 otherwise; never on bias/norm
-``optimizer.kwargs``           extra keyword arguments for the optax optimizer (``b1``, ``eps``...)
-``schedule.name``              ``"constant"`` | ``"step"`` | ``"cosine"`` | ``"warmup_cosine"`` |
-                               ``"onecycle"`` | ``"linear"``
-``schedule.warmup_steps``      linear warmup, in optimizer updates
-``schedule.end_learning_rate`` final value of cosine / linear
-``schedule.boundaries``        step schedule: update counts, or fractions of the run in (0, 1)
-``schedule.decay_factor``      step schedule: factor at each boundary
-``schedule.pct_start`` ...     onecycle: ``pct_start``, ``div_factor``, ``final_div_factor``
-``grad_clip_norm``             clip the global gradient norm (0: off)
-``grad_accum_steps``           average gradients of k steps per update (``optax.MultiSteps``)
-``ema_decay``                  keep an EMA of the params (0: off); evaluation uses it if ``eval_use_ema``
-``init_from_exclude``          param path globs NOT taken from that checkpoint (a fresh head: ``["fc2/*"]``)
-``init_from_checkpoint``       checkpoint folder to take params/batch stats from (fine-tuning; params
-                               of matching path and shape; ``""``: off; ignored when resuming)
-``freeze``                     list of param path globs kept fixed, e.g. ``["conv1", "*/bias"]``
-``mixed_precision``            bf16 compute (the model's ``dtype``), f32 params and loss
-``augment``                    list of ``jaxcnn.data.augment`` functions applied on the device to
-                               training batches, e.g. ``["random_crop", "random_flip"]``
-``augment_options.<name>``     keyword arguments of one of them, e.g. ``augment_options.random_crop.padding``
-``normalize.mean`` / ``.std``  images become ``(image / 255 - mean) / std`` (train and eval)
-``eval_every_steps``           0: at the end of every epoch
-``log_every_steps``            train metrics are averaged over this many steps
-``checkpoint.every_steps``     0: only at evaluations, the end and on SIGTERM/SIGINT
-``checkpoint.keep``            most recent checkpoints kept
-``checkpoint.best_metric``     also keep the best checkpoint by this eval metric (``""``: off)
-``checkpoint.best_mode``       ``"max"`` | ``"min"``
-``checkpoint.async_save``      write checkpoints in the background
-``parallel``                   ``"auto"`` (``jit`` on several devices, else ``none``) | ``"none"`` |
-                               ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
-``num_devices``                devices to use (0: all)
-``progress_bar``               tqdm bar with loss, accuracy, images/s (process 0 only)
-``tensorboard`` / ``plots``    write TensorBoard events / PNG plots at the end
-=============================  ==========================================================================
+==================================  ==========================================================================
+field                               meaning
+==================================  ==========================================================================
+``seed``                            int; seeds init, dropout and the data order (same seed -> same run)
+``task``                            ``"classification"`` | ``"segmentation"`` | ``"regression"``
+``regression_loss``                 ``"mse"`` | ``"mae"`` (regression only)
+``dataset.name``                    e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
+``dataset.data_dir``                folder of the files; ``""``: ``$JAXCNN_DATA_DIR`` / defaults
+``dataset.source``                  ``"auto"`` | ``"idx"`` | ``"tfds"``
+``dataset.download``                allow fetching missing files (MNIST-family IDX files with checksum
+                                    verification, or tfds' own download); off: fail fast offline
+``dataset.examples_per_class``      > 0: keep only the first that many training examples of each class
+``dataset.train_split``             e.g. ``"train"``, ``"train[:1000]"``
+``dataset.derived_train_examples``  > 0: a derived training set (``mnist_rotation``...) has this many
+                                    examples from its split's digits (``240000``: every MNIST digit at 4
+                                    angles); 0: one per digit
+``dataset.eval_split``              e.g. ``"test"``; without its slice, the ``split`` in ``metrics.jsonl``
+``dataset.num_classes``             0: taken from the dataset
+``dataset.worker_count``            grain worker processes (0: threads only)
+``model.name``                      a ``jaxcnn.models.get_model`` name; every other ``model.*`` key is passed
+                                    to it (``num_classes``, ``axis_name`` and ``dtype`` are filled in)
+``batch_size``                      global batch (all devices and processes); divisible by the device count
+``eval_batch_size``                 0: ``batch_size``
+``num_epochs`` / ``num_steps``      run length; ``num_steps > 0`` wins over ``num_epochs``
+``optimizer.name``                  ``"sgd"`` | ``"adam"`` | ``"adamw"`` | any ``optax`` optimizer name
+``optimizer.learning_rate``         peak learning rate
+``optimizer.momentum``              sgd (and others that take it); 0: plain SGD
+``optimizer.nesterov``              bool
+``optimizer.weight_decay``          decoupled for adamw-like optimizers, L2 otherwise; never on bias/norm
+``optimizer.kwargs``                extra keyword arguments for the optax optimizer (``b1``, ``eps``...)
+``schedule.name``                   ``"constant"`` | ``"step"`` | ``"cosine"`` | ``"warmup_cosine"`` |
+                                    ``"onecycle"`` | ``"linear"``
+``schedule.warmup_steps``           linear warmup, in optimizer updates
+``schedule.end_learning_rate``      final value of cosine / linear
+``schedule.boundaries``             step schedule: update counts, or fractions of the run in (0, 1)
+``schedule.decay_factor``           step schedule: factor at each boundary
+``schedule.pct_start`` ...          onecycle: ``pct_start``, ``div_factor``, ``final_div_factor``
+``grad_clip_norm``                  clip the global gradient norm (0: off)
+``grad_accum_steps``                average gradients of k steps per update (``optax.MultiSteps``)
+``ema_decay``                       keep an EMA of the params (0: off); evaluation uses it if ``eval_use_ema``
+``init_from_exclude``               param path globs NOT taken from that checkpoint (a fresh head: ``["fc2/*"]``)
+``init_from_checkpoint``            checkpoint folder to take params/batch stats from (fine-tuning; params
+                                    of matching path and shape; ``""``: off; ignored when resuming)
+``freeze``                          list of param path globs kept fixed, e.g. ``["conv1", "*/bias"]``
+``mixed_precision``                 bf16 compute (the model's ``dtype``), f32 params and loss
+``augment``                         list of ``jaxcnn.data.augment`` functions applied on the device to
+                                    training batches, e.g. ``["random_crop", "random_flip"]``
+``augment_options.<name>``          keyword arguments of one of them, e.g. ``augment_options.random_crop.padding``
+``normalize.mean`` / ``.std``       images become ``(image / 255 - mean) / std`` (train and eval)
+``eval_every_steps``                0: at the end of every epoch
+``log_every_steps``                 train metrics are averaged over this many steps
+``checkpoint.every_steps``          0: only at evaluations, the end and on SIGTERM/SIGINT
+``checkpoint.keep``                 most recent checkpoints kept
+``checkpoint.best_metric``          also keep the best checkpoint by this eval metric (``""``: off)
+``checkpoint.best_mode``            ``"max"`` | ``"min"``
+``checkpoint.async_save``           write checkpoints in the background
+``parallel``                        ``"auto"`` (``jit`` on several devices, else ``none``) | ``"none"`` |
+                                    ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
+``num_devices``                     devices to use (0: all)
+``progress_bar``                    tqdm bar with loss, accuracy, images/s (process 0 only)
+``tensorboard`` / ``plots``         write TensorBoard events / PNG plots at the end
+==================================  ==========================================================================
 
 Outputs in ``workdir``: ``metrics.jsonl`` (one JSON object per log/eval event: ``step``,
 ``epoch``, ``split``, ``loss``, ``accuracy``..., deterministic: same config and seed give the
@@ -95,6 +98,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.dataset.download = False
     config.dataset.examples_per_class = 0
     config.dataset.train_split = "train"
+    config.dataset.derived_train_examples = 0
     config.dataset.eval_split = "test"
     config.dataset.num_classes = 0
     config.dataset.worker_count = 0
@@ -267,6 +271,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_int(config, "dataset.num_classes", 0)
     _check_int(config, "dataset.worker_count", 0)
     _check_int(config, "dataset.examples_per_class", 0)
+    _check_int(config, "dataset.derived_train_examples", 0)
     _check_int(config, "batch_size", 1)
     _check_int(config, "eval_batch_size", 0)
     _check_int(config, "num_epochs", 0)

@@ -109,6 +109,23 @@ def test_rotated_digits(small_digits):
     np.testing.assert_array_equal(RotatedDigits(small_digits, seed=2)[3]["image"], rot[3]["image"])
 
 
+def test_rotated_digits_at_several_angles_each(small_digits):
+    """num_examples = 3 * len(digits): example i is digit i % len at its own angle; the first
+    len(digits) examples are those of the default size."""
+    n = len(small_digits)
+    one, three = RotatedDigits(small_digits, seed=2), RotatedDigits(small_digits, 3 * n, seed=2)
+    assert len(three) == three.info.num_examples == 3 * n
+    for i in (0, 4):
+        assert float(three[i]["label"]) == float(one[i]["label"])
+        copies = [three[i + k * n] for k in range(3)]
+        assert {int(c["digit"]) for c in copies} == {int(small_digits.labels[i])}
+        assert len({float(c["label"]) for c in copies}) == 3
+        for c in copies:
+            np.testing.assert_array_equal(c["image"], rotate_image(small_digits.images[i], float(c["label"])))
+    with pytest.raises(IndexError):
+        three[3 * n]
+
+
 def test_rotate_image_reference():
     image = np.random.default_rng(0).integers(0, 256, (7, 7, 1), dtype=np.uint8)
     np.testing.assert_array_equal(rotate_image(image, 0.0), image)

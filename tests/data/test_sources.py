@@ -62,3 +62,9 @@ def test_load_derived_dataset_by_name(data_dir):
     rot = load("mnist_rotation", "train[:5]", data_dir=data_dir)
     assert isinstance(rot, RotatedDigits)
     assert all(-45.0 <= float(rot[i]["label"]) <= 45.0 for i in range(5))
+    assert len(load("mnist_rotation", "train[:5]", data_dir=data_dir, num_examples=20)) == 20
+    assert len(load("mnist_segmentation", "test[:5]", data_dir=data_dir, num_examples=8)) == 8
+    with pytest.raises(ValueError, match="num_examples applies to derived datasets.*name='mnist'"):
+        load("mnist", "train[:5]", data_dir=data_dir, num_examples=20)
+    with pytest.raises(ValueError, match="load: num_examples must be a positive int, got 0"):
+        load("mnist_rotation", "train[:5]", data_dir=data_dir, num_examples=0)

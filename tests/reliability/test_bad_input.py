@@ -415,6 +415,8 @@ def rows_config() -> list[Row]:
             TypeError, r"config.checkpoint.async_save must be True or False, got 1", "config"),
         Row(f"{cfg}: data_dir of wrong type", check(dataset__data_dir=5),
             TypeError, r"config.dataset.data_dir must be a string, got 5 \(int\)", "config"),
+        Row(f"{cfg}: derived_train_examples negative", check(dataset__derived_train_examples=-4),
+            ValueError, r"config.dataset.derived_train_examples must be an int >= 0, got -4", "config"),
         Row(f"{cfg}: dataset source", check(dataset__source="hdf5"),
             ValueError, r"config.dataset.source='hdf5' is not one of \('auto', 'idx', 'tfds'\)", "config"),
         Row(f"{cfg}: schedule name", check(schedule__name="exp"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxcnn.train import build_model, default_config, make_preprocessing, make_task_for, regression_task
+from jaxcnn.train.builders import load_sources
 
 
 def test_build_model_fills_num_classes_axis_name_and_dtype():
@@ -48,3 +49,15 @@ def test_preprocessing_normalizes_train_and_eval():
     config.augment_options.random_crop = {"padding": 2}
     with pytest.raises(ValueError, match="augment_options"):
         make_preprocessing(config)
+
+
+def test_derived_train_examples_sizes_the_training_set_only(data_dir):
+    config = default_config()
+    config.dataset.name = "mnist_rotation"
+    config.dataset.data_dir = str(data_dir)
+    config.dataset.train_split, config.dataset.eval_split = "train[:10]", "test[:10]"
+    config.dataset.derived_train_examples = 30
+    train, evaluation = load_sources(config)
+    assert (len(train), len(evaluation)) == (30, 10)
+    assert int(train[13]["digit"]) == int(train[3]["digit"])  # digit 3 at another angle
+    assert float(train[13]["label"]) != float(train[3]["label"])
