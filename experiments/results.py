@@ -11,6 +11,7 @@ figure in RESULTS.md is typed by hand.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -158,7 +159,9 @@ def write_table(results: Path = RESULTS, path: Path = HERE / "RESULTS.md") -> Pa
 
 
 def main(argv: list[str]) -> int:
-    for workdir in argv:
+    parser = argparse.ArgumentParser(prog="python -m experiments.results", description=__doc__.split("\n")[0])
+    parser.add_argument("workdirs", nargs="*", help="finished `jaxcnn train` workdirs to collect first")
+    for workdir in parser.parse_args(argv).workdirs:
         print(f"collected {collect(Path(workdir))}")
     print(f"wrote {write_table()}")
     return 0
