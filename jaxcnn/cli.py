@@ -51,10 +51,11 @@ def _config(parser: argparse.ArgumentParser, spec: str, overrides: Sequence[str]
 def _train(parser, args, overrides) -> int:
     config = _config(parser, args.config, overrides)
     from jaxcnn.train import train_and_evaluate
-    from jaxcnn.train.loop import data_parallel_for
+    from jaxcnn.train.loop import check_resume_config, data_parallel_for
 
-    try:  # the batch sizes against this machine's devices, before any data is read
+    try:  # the batch sizes against this machine's devices and the workdir, before any data is read
         data_parallel_for(config)
+        check_resume_config(config, args.workdir)
     except ValueError as err:
         parser.error(str(err))
 

@@ -75,7 +75,7 @@ def test_summary_command(capsys, data_dir):
     assert "1,668,490" in out and "conv1" in out
 
 
-def test_console_script_trains_resumes_and_evaluates(tmp_path, data_dir):
+def test_console_script_trains_resumes_and_evaluates(tmp_path, data_dir, capsys):
     """The installed `jaxcnn` entry point, end to end: train (smoke), rerun resumes, eval."""
     workdir = tmp_path / "run"
     exe = Path(sys.executable).with_name("jaxcnn")
@@ -97,6 +97,17 @@ def test_console_script_trains_resumes_and_evaluates(tmp_path, data_dir):
     evaluated = json.loads(out[out.index("{"):])
     last_eval = [json.loads(l) for l in before.splitlines() if json.loads(l)["split"] == "test"][-1]
     assert evaluated["accuracy"] == pytest.approx(last_eval["accuracy"])
+    # Another config on that workdir would mix two runs: refused (exit code 2) before any work.
+    base = ["train", "--config", f"{CONFIG}:smoke", "--workdir", str(workdir)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(base + ["--config.num_steps=99", "--config.dataset.train_split=train[:64]"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "holds checkpoints of a run with another config" in message
+    assert "num_steps: 6 there, 99 now" in message and "'train[:256]' there, 'train[:64]' now" in message
+    # Where files come from and how progress is shown may change: this rerun resumes.
+    assert cli.main(base + ["--config.plots=False", "--config.dataset.worker_count=1"]) == 0
+    assert (workdir / "metrics.jsonl").read_text() == before
 
 
 def test_run_record_names_the_commit_the_run_started_from(tmp_path, monkeypatch):

@@ -175,11 +175,54 @@ def train_and_evaluate(
       NonFiniteError: the loss, gradients or state became NaN/Inf (the message names the step).
       CheckpointWriteError: a checkpoint could not be written (names the checkpoints still intact).
       CorruptCheckpointError: resuming, but no checkpoint in the workdir reads back intact.
+      ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`check_resume_config`).
     """
     # SIGTERM/SIGINT from here on (data loading, compilation included) stop at the next step.
     with _StopSignal() as stop:
         return _train_and_evaluate(
             config, workdir, stop, train_source=train_source, eval_source=eval_source, model=model
+        )
+
+
+# Fields a resumed run may change: where files come from and how the run is shown or placed,
+# never what a step computes (restoring onto another device count is supported).
+RESUMABLE_CHANGES = (
+    "progress_bar", "tensorboard", "plots", "parallel", "num_devices", "checkpoint.async_save",
+    "checkpoint.keep", "dataset.data_dir", "dataset.download", "dataset.source", "dataset.worker_count",
+)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}." if isinstance(value, Mapping) and value else f"{prefix}{key}"))
+    return flat
+
+
+def check_resume_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
+    """Raises ``ValueError`` when ``workdir`` holds checkpoints of a run whose ``config.json``
+    differs from ``config`` in a field other than :data:`RESUMABLE_CHANGES` (a resume would mix
+    two runs); the message lists each differing field with both values."""
+    workdir = os.fspath(workdir)
+    saved_path = os.path.join(workdir, "config.json")
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if not os.path.isfile(saved_path) or not os.path.isdir(checkpoints):
+        return
+    if not any(name.isdigit() for name in os.listdir(checkpoints)):
+        return  # killed before its first checkpoint: the run starts afresh
+    with open(saved_path) as f:
+        saved = _flat(json.load(f))
+    now = _flat(json.loads(config.to_json_best_effort()))
+    differ = [k for k in sorted(set(saved) | set(now))
+              if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES]
+    if differ:
+        details = ", ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {now.get(k, '(absent)')!r} now" for k in differ)
+        raise ValueError(
+            f"workdir {workdir!r} holds checkpoints of a run with another config, so this run cannot resume "
+            f"it ({details}). Rerun with that run's config (its config.json), or start a new --workdir "
+            f"(config.init_from_checkpoint can take the params of this one)."
         )
 
 
@@ -209,6 +252,7 @@ def _train_and_evaluate(
     from jaxcnn.data.pipeline import BatchLoader
 
     validate_config(config)
+    check_resume_config(config, workdir)
     workdir = os.path.abspath(os.fspath(workdir))
     primary = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
