@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+from flax.traverse_util import flatten_dict
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -47,7 +48,7 @@ from jaxcnn.train.builders import (
     make_task_for,
 )
 from jaxcnn.train.checkpoint import Checkpointer, drop_matching, load_params, merge_matching
-from jaxcnn.train.config import validate_config
+from jaxcnn.train.config import default_config, validate_config
 from jaxcnn.train.evaluation import evaluate, plot_predicted_masks
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import make_optimizer
@@ -192,15 +193,6 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, Mapping):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}." if isinstance(value, Mapping) and value else f"{prefix}{key}"))
-    return flat
-
-
 def check_resume_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
     """Raises ``ValueError`` when ``workdir`` holds checkpoints of a run whose ``config.json``
     differs from ``config`` in a field other than :data:`RESUMABLE_CHANGES` (a resume would mix
@@ -213,12 +205,18 @@ def check_resume_config(config: ml_collections.ConfigDict, workdir: str | os.Pat
     if not any(name.isdigit() for name in os.listdir(checkpoints)):
         return  # killed before its first checkpoint: the run starts afresh
     with open(saved_path) as f:
-        saved = _flat(json.load(f))
-    now = _flat(json.loads(config.to_json_best_effort()))
-    differ = [k for k in sorted(set(saved) | set(now))
-              if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES]
+        saved = flatten_dict(json.load(f), sep=".")
+    now = flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
+    # A field the saved config predates (or this one lacks) counts with its default value.
+    defaults = flatten_dict(json.loads(default_config().to_json_best_effort()), sep=".")
+
+    def value(fields: dict[str, Any], key: str) -> Any:
+        return fields.get(key, defaults.get(key, "(absent)"))
+
+    differ = sorted(k for k in set(saved) | set(now)
+                    if value(saved, k) != value(now, k) and k not in RESUMABLE_CHANGES)
     if differ:
-        details = ", ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {now.get(k, '(absent)')!r} now" for k in differ)
+        details = ", ".join(f"{k}: {value(saved, k)!r} there, {value(now, k)!r} now" for k in differ)
         raise ValueError(
             f"workdir {workdir!r} holds checkpoints of a run with another config, so this run cannot resume "
             f"it ({details}). Rerun with that run's config (its config.json), or start a new --workdir "

@@ -231,3 +231,23 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_identically(tmp_path):
     straight = preemptible_run.run(str(tmp_path / "straight"))
     assert resumed["status"] == "completed" and resumed == straight
     assert _read(metrics) == _read(str(tmp_path / "straight" / "metrics.jsonl"))
+
+
+def test_check_resume_config_compares_with_the_saved_config(tmp_path):
+    from jaxcnn.train import default_config
+    from jaxcnn.train.loop import check_resume_config
+
+    saved = json.loads(default_config().to_json_best_effort())
+    del saved["dataset"]["derived_train_examples"]  # a config.json older than that field
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "checkpoints" / "tmp.orbax-checkpoint-tmp-1").mkdir(parents=True)
+    changed = default_config()
+    changed.seed = 1
+    check_resume_config(changed, tmp_path)  # no complete checkpoint yet: a fresh start
+    (tmp_path / "checkpoints" / "5").mkdir()
+    check_resume_config(default_config(), tmp_path)  # the missing field counts as its default 0
+    with pytest.raises(ValueError, match=r"another config.*\(seed: 0 there, 1 now\)"):
+        check_resume_config(changed, tmp_path)
+    shown = default_config()
+    shown.progress_bar, shown.num_devices, shown.dataset.data_dir = False, 1, "/elsewhere"
+    check_resume_config(shown, tmp_path)
