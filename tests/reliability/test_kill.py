@@ -31,6 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
+import kill_config
 import pytest
 from fault_tools import (
     Child,
@@ -48,8 +49,9 @@ from fault_tools import (
 )
 
 SEED = 20240609
-TOTAL_STEPS = 24
-EVERY_STEPS, KEEP = 2, 3  # kill_config.py's checkpoint.every_steps and checkpoint.keep
+_RUN = kill_config.get_config()  # the command's config: its length and checkpoint cadence
+TOTAL_STEPS = _RUN.num_steps
+EVERY_STEPS, KEEP = _RUN.checkpoint.every_steps, _RUN.checkpoint.keep
 # Four chains of six interruptions: 20 x SIGKILL (4 at start-up, 8 during saves, 8 after a
 # step), 2 x SIGTERM, 2 x SIGINT.
 CHAIN_PLANS = [
