@@ -33,11 +33,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-from flax.traverse_util import flatten_dict
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax.traverse_util import flatten_dict
 
 from jaxcnn.train.builders import (
     build_model,
