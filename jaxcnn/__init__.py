@@ -2,13 +2,15 @@
 
 Layers of the package, each importing only those to its left:
 ``functional`` (pure ops) -> ``nn`` (Flax modules) -> ``models`` (zoo) -> ``train`` (steps,
-loop, checkpoints); ``kernels`` and ``shapes`` sit beside ``functional``; ``data`` stands
-alone. Importing jaxcnn changes no global JAX or XLA setting.
+loop, checkpoints); ``kernels``, ``shapes`` and ``compilation`` sit beside ``functional``;
+``data`` stands alone. Importing jaxcnn changes no global JAX or XLA setting: the XLA options
+jaxcnn compiles its steps with are given per computation (:func:`compiler_options`).
 """
 
 __version__ = "0.1.0"
 
 from jaxcnn import functional, kernels, shapes
+from jaxcnn.compilation import compiler_options
 from jaxcnn.summary import summary
 
-__all__ = ["functional", "kernels", "shapes", "summary", "__version__"]
+__all__ = ["compiler_options", "functional", "kernels", "shapes", "summary", "__version__"]

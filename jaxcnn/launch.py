@@ -24,6 +24,8 @@ from typing import Any
 
 import ml_collections
 
+from jaxcnn.compilation import compiler_options
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which and why."""
@@ -183,6 +185,9 @@ def write_run_record(workdir: str | os.PathLike, config: ml_collections.ConfigDi
         "images_per_sec": sorted(rates)[len(rates) // 2] if rates else None,
         "final_metrics": {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # What the steps were compiled with (jax.pmap takes no compiler options).
+        "xla_compiler_options": None if config.get("parallel") == "pmap"
+        else compiler_options(config.get("xla_options", "auto")),
         **(code if code is not None else code_version()),
         **environment(),
     }

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from jaxcnn import cli
@@ -80,11 +81,16 @@ def test_console_script_trains_resumes_and_evaluates(tmp_path, data_dir, capsys)
     workdir = tmp_path / "run"
     exe = Path(sys.executable).with_name("jaxcnn")
     command = [str(exe), "train", "--config", f"{CONFIG}:smoke", "--workdir", str(workdir)]
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
     run = json.loads((workdir / "run.json").read_text())
     for key in ("jax", "flax", "optax", "orbax_checkpoint", "git_commit", "git_dirty", "num_devices", "seed",
-                "wall_time_s", "images_per_sec", "final_metrics"):
+                "wall_time_s", "images_per_sec", "final_metrics", "xla_compiler_options"):
         assert key in run, key
+    # The command says which XLA options it compiles with, and how to turn them off.
+    options = run["xla_compiler_options"]
+    assert (options is not None) == (jax.default_backend() == "cpu")
+    if options:
+        assert f"XLA options {options}" in first.stdout and "--config.xla_options=none" in first.stdout
     assert run["config_name"] == "mnist_simple_cnn"
     assert (workdir / "config.json").exists() and (workdir / "metrics.jsonl").exists()
     assert (workdir / "plots" / "loss.png").exists()

@@ -18,8 +18,10 @@ Parts (each module's docstring says exactly what it measures):
 Timing is interleaved (:mod:`.timing`): within a group, every candidate runs once per round,
 for several rounds; a figure is the best round, a ratio best over best with the median of
 per-round ratios beside it. The suite sets no XLA flag and no JAX option: what runs is each
-library's default; ``XLA_FLAGS`` and ``JAXCNN_CONV_IMPL`` from the environment are honoured
-and recorded in the JSON. Numbers depend on the machine and its load: rerun, don't copy.
+library's default (jaxcnn's steps are compiled by ``jaxcnn.compilation.jit``, as its
+training loop compiles them; the peers with XLA's defaults); ``XLA_FLAGS``,
+``JAXCNN_CONV_IMPL`` and ``JAXCNN_XLA_OPTIONS`` from the environment are honoured and
+recorded in the JSON. Numbers depend on the machine and its load: rerun, don't copy.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     log(f"jaxcnn benchmarks ({'quick' if quick else 'full'}); no XLA flags set by the suite; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; jaxcnn compiler options: {data['environment']['jaxcnn_compiler_options']}")
 
     size = 512 if quick else 2048
     data["matmul"] = roofline.run(size, rounds=rounds, reps=2 if quick else 5)

@@ -3,7 +3,9 @@
 Each case times one call that computes the layer's output and its gradients with respect to
 the input and (for convolutions) the kernel, for a fixed cotangent:
 
-- ``jaxcnn``: ``jaxcnn.functional`` with its defaults (fast paths chosen automatically), NHWC;
+- ``jaxcnn``: ``jaxcnn.functional`` with its defaults (fast paths chosen automatically), NHWC,
+  compiled by ``jaxcnn.compilation.jit`` (jaxcnn's XLA options) as jaxcnn's training loop
+  compiles its steps;
 - ``lax``: the reference path: ``jaxcnn.functional.conv``/``conv_transpose`` with
   ``impl="lax"`` (one ``lax.conv_general_dilated``) or ``lax.reduce_window`` for pooling,
   which is what a plain JAX program would write;
@@ -28,8 +30,8 @@ import numpy as np
 from jax import lax
 
 from experiments.benchmarks.timing import interleave, versus
-
 from experiments.benchmarks.train_step import TORCH_FRAMEWORKS, _with_threads, torch_threads
+from jaxcnn import compilation
 
 
 def cases(quick: bool) -> list[dict[str, Any]]:
@@ -99,8 +101,8 @@ def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
         # value_and_grad: the value needs the forward pass, which jax.grad alone would drop as
         # dead code (the gradients of this linear loss do not depend on it); PyTorch runs it.
         fns = {
-            name: jax.jit(jax.value_and_grad(lambda x, w, impl=impl: jnp.vdot(op(x, w, impl), ct), argnums=(0, 1)))
-            for name, impl in (("jaxcnn", None), ("lax", "lax"))
+            name: jit(jax.value_and_grad(lambda x, w, impl=impl: jnp.vdot(op(x, w, impl), ct), argnums=(0, 1)))
+            for name, impl, jit in (("jaxcnn", None, compilation.jit), ("lax", "lax", jax.jit))
         }
         return fns, (x, w)
     win, s, p = case["window"], case["stride"], case["padding"]
@@ -116,7 +118,8 @@ def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
         ) / (win * win)
     ct = jnp.asarray(rng.standard_normal(ours(x).shape).astype(np.float32))
     fns = {
-        name: jax.jit(jax.value_and_grad(lambda x, f=f: jnp.vdot(f(x), ct))) for name, f in (("jaxcnn", ours), ("lax", ref))
+        name: jit(jax.value_and_grad(lambda x, f=f: jnp.vdot(f(x), ct)))
+        for name, f, jit in (("jaxcnn", ours, compilation.jit), ("lax", ref, jax.jit))
     }
     return fns, (x,)
 

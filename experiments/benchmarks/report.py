@@ -115,7 +115,8 @@ def summary(data: dict[str, Any]) -> str:
         f"date: {env.get('date', '?')}, host CPU: {env.get('cpu', '?')} x {env.get('cpu_count', '?')}, "
         f"load average at start: {env.get('load_average_at_start')}",
         f"jax {env.get('jax')} ({env.get('jax_backend')}), flax {env.get('flax')}, torch {torch.get('version')} "
-        f"({torch.get('threads')} threads), XLA_FLAGS={env.get('xla_flags')!r}",
+        f"({torch.get('threads')} threads), XLA_FLAGS={env.get('xla_flags')!r}, "
+        f"jaxcnn compiler options: {env.get('jaxcnn_compiler_options')}",
         f"timing: {data.get('settings', {}).get('rounds')} interleaved rounds; figures are the best round, "
         "ratios best/best with the median of per-round ratios beside them",
     ]

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
+from jaxcnn.compilation import compiler_options
+
 
 @dataclass
 class Timing:
@@ -140,5 +142,7 @@ def environment() -> dict:
         "torch": torch_info,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "jaxcnn_conv_impl_env": os.environ.get("JAXCNN_CONV_IMPL", ""),
+        # The per-computation options the jaxcnn candidates are compiled with.
+        "jaxcnn_compiler_options": compiler_options(),
         "git_revision": _git_revision(),
     }

@@ -6,7 +6,8 @@ batch already in memory: forward, cross-entropy loss, backward, Adam update (lea
 
 - ``jaxcnn``: the model from ``jaxcnn.models`` and ``jaxcnn.train.make_train_step`` (which
   also computes accuracy, the gradient norm and a finiteness guard), jitted with the state
-  donated: the library's default path, fast paths chosen automatically;
+  donated, by ``jaxcnn.compilation.jit`` (jaxcnn's XLA options) as the training loop
+  compiles it: the library's default path, fast paths chosen automatically;
 - ``jaxcnn[conv=lax]``: the same, traced with ``JAXCNN_CONV_IMPL=lax`` (the reference
   convolution; pooling keeps its own formulation, there is no switch for it);
 - ``flax.linen`` and ``lax``: the peers of :mod:`experiments.benchmarks.peers` with a plain
@@ -47,6 +48,7 @@ import optax
 
 from experiments.benchmarks import peers
 from experiments.benchmarks.timing import interleave, versus
+from jaxcnn import compilation
 
 LEARNING_RATE = 1e-3
 try:
@@ -132,13 +134,17 @@ def _jax_memory(compiled) -> dict[str, Any]:
     return {"method": "xla memory_analysis: arguments + outputs - aliased + temporaries", "bytes": total, **parts}
 
 
-def _jax_candidate(name: str, step: Callable, carry: Any, args: tuple, conv_impl: str | None = None) -> Candidate:
-    """AOT-compiles ``step(carry, *args) -> (carry, aux)`` with the carry donated."""
+def _jax_candidate(
+    name: str, step: Callable, carry: Any, args: tuple, conv_impl: str | None = None, jaxcnn_jit: bool = False
+) -> Candidate:
+    """AOT-compiles ``step(carry, *args) -> (carry, aux)`` with the carry donated: by
+    ``jaxcnn.compilation.jit`` (jaxcnn's XLA options) or by plain ``jax.jit``."""
     import time
 
     start = time.perf_counter()
+    jit = compilation.jit if jaxcnn_jit else jax.jit
     with _env("JAXCNN_CONV_IMPL", conv_impl):
-        compiled = jax.jit(step, donate_argnums=0).lower(carry, *args).compile()
+        compiled = jit(step, donate_argnums=0).lower(carry, *args).compile()
     compile_s = time.perf_counter() - start
     holder = [carry]
 
@@ -183,7 +189,7 @@ def _jaxcnn_candidate(model_name: str, x: np.ndarray, y: np.ndarray, conv_impl: 
         state = create_train_state(model, tx, jax.random.PRNGKey(0), jnp.asarray(x[:1]))
     step = make_train_step(model, task, tx)
     batch = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
-    return _jax_candidate(name, lambda s, b: step(s, b), state, (batch,), conv_impl)
+    return _jax_candidate(name, lambda s, b: step(s, b), state, (batch,), conv_impl, jaxcnn_jit=True)
 
 
 def _flax_candidate(model_name: str, x: np.ndarray, y: np.ndarray) -> Candidate:

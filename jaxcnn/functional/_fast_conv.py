@@ -47,6 +47,8 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jaxcnn.compilation import cpu_options_in_force
+
 ENV_VAR = "JAXCNN_CONV_IMPL"
 IMPLS = ("auto", "lax", "im2col")
 
@@ -126,8 +128,11 @@ def plan(
 
     ``"lax"``: ``None``. Otherwise the fast path needs channels last and ``groups == 1``.
     ``"im2col"``: every pass by im2col. ``"auto"``: only on the CPU backend and for
-    float32/float64, with (measured per pass on 2 AVX2 cores, SimpleCNN/LeNet/ResNet/U-Net
-    layer shapes):
+    float32/float64. When the computation is compiled with jaxcnn's CPU options
+    (:func:`jaxcnn.compilation.cpu_options_in_force`), only for thin layers (``C_in`` or
+    ``C_out`` at most ``THIN_OUTPUT``); the rules below then apply to them. Under XLA's
+    default options (YNNPACK convolutions), for every layer, with (measured per pass on 2 AVX2
+    cores, SimpleCNN/LeNet/ResNet/U-Net layer shapes):
 
     - kernel gradient: im2col (1.3-4x faster than Eigen's kernel-gradient convolution at
       ResNet and U-Net sizes, 2-3x on SimpleCNN's layers), except when both channel counts
@@ -152,6 +157,11 @@ def plan(
     if jax.default_backend() != "cpu" or jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
         return None
     c_in = x_shape[-1]
+    thin = c_in <= THIN_OUTPUT or c_out <= THIN_OUTPUT
+    if cpu_options_in_force() and not thin:
+        # Compiled with jaxcnn.compilation.CPU_OPTIONS, XLA's own convolutions run every pass
+        # 1.2-1.6x faster than the im2col plan below, 1x1 windows included.
+        return None
     pointwise = math.prod(window) == 1 and all(p == (0, 0) for p in pads) and n > 0
     forward = "im2col" if pointwise or c_in <= THIN_INPUT or c_out <= THIN_OUTPUT else "lax"
     input_grad = "im2col" if pointwise or c_in <= THIN_OUTPUT else "lax"

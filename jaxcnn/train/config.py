@@ -62,6 +62,8 @@ field                               meaning
 ``parallel``                        ``"auto"`` (``jit`` on several devices, else ``none``) | ``"none"`` |
                                     ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
 ``num_devices``                     devices to use (0: all)
+``xla_options``                     ``"auto"`` (on CPU, steps compile with
+                                    ``jaxcnn.compilation.CPU_OPTIONS``) | ``"none"`` (XLA's defaults)
 ``progress_bar``                    tqdm bar with loss, accuracy, images/s (process 0 only)
 ``tensorboard`` / ``plots``         write TensorBoard events / PNG plots at the end
 ==================================  ==========================================================================
@@ -79,6 +81,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxcnn.compilation import CHOICES as XLA_OPTION_CHOICES
 from jaxcnn.train.optimizers import SCHEDULES
 from jaxcnn.train.parallel import PARALLEL_MODES
 from jaxcnn.train.tasks import TASKS
@@ -155,6 +158,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     config.parallel = "auto"
     config.num_devices = 0
+    config.xla_options = "auto"
     config.progress_bar = True
     config.tensorboard = True
     config.plots = True
@@ -311,6 +315,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_choice(config, "checkpoint.best_mode", ("max", "min"))
     _check_choice(config, "parallel", PARALLEL_MODES)
     _check_int(config, "num_devices", 0)
+    _check_choice(config, "xla_options", XLA_OPTION_CHOICES)
     if config.parallel == "none" and config.num_devices > 1:
         raise ValueError(
             f"config.parallel='none' runs on one device, but config.num_devices={config.num_devices}"

@@ -74,7 +74,8 @@ def evaluate_workdir(
     devices = jax.local_devices() if config.parallel == "pmap" else jax.devices()
     if config.num_devices:
         devices = devices[: config.num_devices]
-    parallel = DataParallel(config.parallel, devices)
+    # A config.json written before config.xla_options existed compiled with these options.
+    parallel = DataParallel(config.parallel, devices, config.get("xla_options", "auto"))
     batch_size = config.eval_batch_size or config.batch_size
     parallel.check_batch_size(batch_size, "config.eval_batch_size")
     model = build_model(config, num_classes, parallel.axis_name)

@@ -188,7 +188,7 @@ def train_and_evaluate(
 # Fields a resumed run may change: where files come from and how the run is shown or placed,
 # never what a step computes (restoring onto another device count is supported).
 RESUMABLE_CHANGES = (
-    "progress_bar", "tensorboard", "plots", "parallel", "num_devices", "checkpoint.async_save",
+    "progress_bar", "tensorboard", "plots", "parallel", "num_devices", "xla_options", "checkpoint.async_save",
     "checkpoint.keep", "dataset.data_dir", "dataset.download", "dataset.source", "dataset.worker_count",
 )
 
@@ -232,7 +232,7 @@ def data_parallel_for(config: ml_collections.ConfigDict) -> DataParallel:
         if config.num_devices > len(devices):
             raise ValueError(f"config.num_devices={config.num_devices} but only {len(devices)} devices exist")
         devices = devices[: config.num_devices]
-    parallel = DataParallel(config.parallel, devices)
+    parallel = DataParallel(config.parallel, devices, config.xla_options)
     parallel.check_batch_size(config.batch_size, "config.batch_size")
     parallel.check_batch_size(config.eval_batch_size or config.batch_size, "config.eval_batch_size")
     return parallel
@@ -262,6 +262,12 @@ def _train_and_evaluate(
     num_classes = dataset_num_classes(config, train_source)
 
     parallel = data_parallel_for(config)
+    if primary and parallel.compiler_options and parallel.mode != "pmap":
+        print(
+            f"Compiling the steps with the XLA options {parallel.compiler_options} "
+            "(--config.xla_options=none compiles with XLA's defaults)",
+            flush=True,
+        )
     eval_batch_size = config.eval_batch_size or config.batch_size
 
     train_loader = BatchLoader(

@@ -26,6 +26,7 @@ its own slice of the global batch (``put_batch``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxcnn.compilation import compiler_options
+from jaxcnn.compilation import jit as compiled_with_options
 
 PARALLEL_MODES = ("auto", "none", "jit", "shard_map", "pmap")
 DATA_AXIS = "data"
@@ -60,6 +64,9 @@ class DataParallel:
       mode: one of :data:`PARALLEL_MODES`.
       devices: devices to use; default all (``jax.devices()``, every process's in multi-host,
         or ``jax.local_devices()`` for ``pmap``).
+      xla_options: ``"auto"`` or ``"none"``: the per-computation XLA options the steps are
+        compiled with (:func:`jaxcnn.compilation.compiler_options` for the devices' platform;
+        ``None`` reads ``$JAXCNN_XLA_OPTIONS``). ``pmap`` ignores them.
 
     Attributes:
       mode: the resolved mode (never ``"auto"``).
@@ -67,9 +74,12 @@ class DataParallel:
       axis_name: ``'data'`` when the step runs per device (``shard_map``/``pmap``), else ``None``;
         pass it to :func:`make_train_step` and :func:`with_axis_name`.
       mesh: the 1-D ``('data',)`` mesh (``None`` for ``none``/``pmap``).
+      compiler_options: what ``jax.jit`` gets (``None``: XLA's defaults).
     """
 
-    def __init__(self, mode: str = "auto", devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self, mode: str = "auto", devices: Sequence[jax.Device] | None = None, xla_options: str | None = None
+    ):
         if mode not in PARALLEL_MODES:
             raise ValueError(f"DataParallel: unknown parallel={mode!r}; expected one of {PARALLEL_MODES}")
         if devices is None:
@@ -91,6 +101,8 @@ class DataParallel:
         self.axis_name = DATA_AXIS if mode in ("shard_map", "pmap") else None
         self.mesh = Mesh(np.array(devices), (DATA_AXIS,)) if mode in ("jit", "shard_map") else None
         self._single = devices[0]
+        self.xla_options = xla_options
+        self.compiler_options = compiler_options(xla_options, devices[0].platform)
 
     def __repr__(self) -> str:
         return f"DataParallel(mode={self.mode!r}, num_devices={self.num_devices})"
@@ -163,18 +175,19 @@ class DataParallel:
         ``step`` must have been made with ``axis_name=self.axis_name``. Metrics come back as
         scalars (device axis removed in ``pmap`` mode).
         """
+        jit = functools.partial(compiled_with_options, xla_options=self.xla_options, backend=self._single.platform)
         if self.mode == "none":
-            return jax.jit(step, donate_argnums=0)
+            return jit(step, donate_argnums=0)
         if self.mode == "jit":
             rep, data = self.replicated, NamedSharding(self.mesh, P(DATA_AXIS))
-            return jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+            return jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
         if self.mode == "shard_map":
             # check_vma=False: the step's explicit pmean is the one gradient reduction (with
             # check_vma=True, grad w.r.t. replicated params would already be psum-ed).
             mapped = jax.shard_map(
                 step, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()), check_vma=False
             )
-            return jax.jit(mapped, donate_argnums=0)
+            return jit(mapped, donate_argnums=0)
         pmapped = jax.pmap(step, axis_name=DATA_AXIS, devices=self.devices, donate_argnums=0)
 
         def run(state, batch):
@@ -185,13 +198,14 @@ class DataParallel:
 
     def compile_eval_step(self, step: Callable) -> Callable:
         """``step(state, batch) -> statistics`` compiled for this mode (sums over all devices)."""
+        jit = functools.partial(compiled_with_options, xla_options=self.xla_options, backend=self._single.platform)
         if self.mode == "none":
-            return jax.jit(step)
+            return jit(step)
         if self.mode == "jit":
             rep, data = self.replicated, NamedSharding(self.mesh, P(DATA_AXIS))
-            return jax.jit(step, in_shardings=(rep, data), out_shardings=rep)
+            return jit(step, in_shardings=(rep, data), out_shardings=rep)
         if self.mode == "shard_map":
-            return jax.jit(
+            return jit(
                 jax.shard_map(
                     step, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(), check_vma=False
                 )

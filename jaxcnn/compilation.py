@@ -1,0 +1,104 @@
+"""XLA options for compiling jaxcnn's steps, given per computation (never set globally).
+
+Why. On the CPU backend, XLA (jaxlib 0.10) hands dots, reductions, elementwise fusions and
+convolutions to the YNNPACK library by default. Its dots and reductions are the fastest
+XLA:CPU has, but its 3x3 convolutions ran at 35-50% of the speed of XLA's own (Eigen)
+convolutions on the reference 2-core CPU (forward pass of a ``(128, 13, 13, 32)`` 3x3
+convolution to 64 channels: 5.4 ms against 2.2 ms; ``(8, 64, 64, 64)`` to 64: 16.0 ms
+against 9.2 ms). Keeping YNNPACK for dots and reductions only made whole training steps
+1.1-1.4x faster (SimpleCNN, LeNet-5, ResNet-18, U-Net; ``python -m experiments.benchmarks``
+measures it, the README's performance section has the figures).
+
+What. :func:`compiler_options` returns the options to pass to ``jax.jit(...,
+compiler_options=...)``: :data:`CPU_OPTIONS` on the CPU backend, nothing elsewhere.
+:func:`jit` is ``jax.jit`` with those options that also tells the code it traces that they
+are in force (:func:`cpu_options_in_force`): the convolution fast paths of
+``jaxcnn.functional`` then leave every convolution of ordinary channel counts to XLA, whose
+own convolutions beat the im2col formulations once YNNPACK no longer takes them (and still
+use im2col for thin layers such as a grey or RGB first layer). The training loop, ``jaxcnn
+eval`` and the benchmarks compile with :func:`jit` (``config.xla_options`` picks; ``"none"``
+compiles with XLA's defaults). Functions a user compiles with plain ``jax.jit`` get XLA's
+defaults and the fast paths measured for them. ``jax.pmap`` takes no compiler options, so the
+``pmap`` form of data parallelism always uses XLA's defaults.
+
+Changing the options changes which library computes a convolution, so results can differ in
+the last bits of float32; a run resumed with other options continues correctly but not
+bit-identically.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+ENV_VAR = "JAXCNN_XLA_OPTIONS"
+CHOICES = ("auto", "none")
+# YNNPACK keeps the dots and reductions; convolutions and elementwise fusions go back to XLA.
+CPU_OPTIONS: dict[str, str] = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
+
+
+def compiler_options(choice: str | None = None, backend: str | None = None) -> dict[str, str] | None:
+    """The ``compiler_options`` for ``jax.jit`` under ``choice`` on ``backend``, or ``None``.
+
+    Args:
+      choice: ``"auto"`` (:data:`CPU_OPTIONS` on CPU, ``None`` elsewhere) or ``"none"`` (always
+        ``None``: XLA's defaults). ``None`` reads ``$JAXCNN_XLA_OPTIONS`` (default ``"auto"``).
+      backend: the platform the computation runs on (``"cpu"``, ``"gpu"``, ``"tpu"``);
+        ``None`` means ``jax.default_backend()``.
+
+    Example::
+
+        step = jax.jit(train_step, compiler_options=jaxcnn.compiler_options())
+    """
+    source = "choice"
+    if choice is None:
+        choice, source = os.environ.get(ENV_VAR, "") or "auto", f"${ENV_VAR}"
+    if choice not in CHOICES:
+        raise ValueError(f"compiler_options: unknown {source}={choice!r}; expected one of {CHOICES}")
+    if choice == "none":
+        return None
+    if (backend or jax.default_backend()) != "cpu":
+        return None
+    return dict(CPU_OPTIONS)
+
+
+# Set while :func:`jit` traces its function: the code being traced will be compiled with
+# CPU_OPTIONS (read by the convolution planner).
+_CPU_OPTIONS_IN_FORCE: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxcnn_cpu_options", default=False)
+
+
+def cpu_options_in_force() -> bool:
+    """Whether the function being traced now will be compiled with :data:`CPU_OPTIONS`.
+
+    True only inside the tracing of a function compiled by :func:`jit` with CPU options.
+    """
+    return _CPU_OPTIONS_IN_FORCE.get()
+
+
+def jit(fun: Callable, *, xla_options: str | None = None, backend: str | None = None, **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fun, compiler_options=compiler_options(xla_options, backend), **jit_kwargs)``.
+
+    While ``fun`` is traced, :func:`cpu_options_in_force` says whether those options are the
+    CPU ones, so that jaxcnn's ops choose the implementations that are fastest under them.
+    ``backend``: the platform of the devices it will run on (default ``jax.default_backend()``).
+    """
+    options = compiler_options(xla_options, backend)
+    if options is None:
+        return jax.jit(fun, **jit_kwargs)
+
+    @functools.wraps(fun)
+    def traced(*args, **kwargs):
+        token = _CPU_OPTIONS_IN_FORCE.set(True)
+        try:
+            return fun(*args, **kwargs)
+        finally:
+            _CPU_OPTIONS_IN_FORCE.reset(token)
+
+    return jax.jit(traced, compiler_options=options, **jit_kwargs)
