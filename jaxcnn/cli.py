@@ -6,7 +6,9 @@
 
 Rerunning ``train`` on an existing workdir resumes from its latest checkpoint. Bad usage
 (an unknown config file, an unknown override key, a value of the wrong type) exits with
-code 2 and a message naming the problem. The command sets no XLA flags.
+code 2 and a message naming the problem. The command sets no XLA flags; on CPU it compiles
+the steps with the per-computation options of :mod:`jaxcnn.compilation`, says so at start,
+and ``--config.xla_options=none`` turns them off.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Convolution through matrix products (im2col) for XLA:CPU: the fast path of :func:`conv`.
 
-Why. On CPU, XLA runs ``lax.conv_general_dilated`` through Eigen/YNNPACK convolutions. The
-forward pass is fast, and so is the input gradient JAX derives (another convolution), but the
-kernel gradient is a convolution whose "kernel" is the whole output gradient, which runs
+Why. On CPU, XLA (jaxlib 0.10) runs ``lax.conv_general_dilated`` through YNNPACK by default.
+The forward pass is fair, and so is the input gradient JAX derives (another convolution), but
+the kernel gradient is a convolution whose "kernel" is the whole output gradient, which runs
 several times slower than the matrix product it is: 2-4x at SimpleCNN, ResNet-18 and U-Net
 layer sizes (measured on 2 AVX2 cores). Very thin channel counts (a grey or RGB first layer,
-LeNet's 6 maps) and 1x1 windows are slow in the other passes too.
+LeNet's 6 maps) and 1x1 windows are slow in the other passes too. Compiled with
+:data:`jaxcnn.compilation.CPU_OPTIONS`, XLA runs convolutions itself (Eigen), faster than
+both YNNPACK and the im2col below for ordinary channel counts; :func:`plan` then keeps the
+fast path for thin layers only.
 
 What. Each pass can be one ``dot_general`` on patches built from shifted (strided) slices:
 
