@@ -14,7 +14,9 @@ def get_config(arg: str = ""):
     config = default_config()
     config.task = "segmentation"
     config.dataset.name = "mnist_segmentation"
-    config.dataset.train_split = "train[:48000]"  # the U-Net's data and schedule, to compare
+    # The data and schedule the U-Net had when it reached mean IoU 0.807 (this FCN: 0.758), to
+    # compare like with like; the U-Net has since moved to 96,000 canvases (0.846).
+    config.dataset.train_split = "train[:48000]"
     config.dataset.eval_split = "test[:2000]"
     config.model.name = "FCN"
     config.model.backbone = "resnet18"

@@ -17,7 +17,7 @@ def get_config(arg: str = ""):
     # 12,000 canvases for 6 epochs plateaued at test mean IoU 0.74 while train reached 0.80:
     # four times the canvases for half the epochs (48,000 x 3) reached 0.81, the remaining
     # error being one digit taken for another. 96,000 canvases from all 60,000 training digits
-    # show each digit in more company again.
+    # show each digit in more company again: 0.846 (0.787, 0.835, 0.846 after each epoch).
     config.dataset.train_split = "train"
     config.dataset.derived_train_examples = 96_000
     config.dataset.eval_split = "test[:2000]"
