@@ -49,7 +49,8 @@ def test_quick_benchmark_writes_schema(tmp_path):
             assert _positive(row["compile_s"])
             assert _positive(row["vs_best_torch"]["speedup_best"])
     frameworks = {row["framework"] for row in train if row["model"] == "SimpleCNN"}
-    assert {"jaxcnn", "jaxcnn[conv=lax]", "flax.linen", "lax", "torch NCHW", "torch channels_last"} <= frameworks
+    assert {"jaxcnn", "jaxcnn[conv=lax]", "jaxcnn[xla defaults]", "flax.linen", "lax", "torch NCHW",
+            "torch channels_last"} <= frameworks
 
     micro = data["micro"]
     ops = {row["op"] for row in micro}

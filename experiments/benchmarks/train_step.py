@@ -10,6 +10,9 @@ batch already in memory: forward, cross-entropy loss, backward, Adam update (lea
   compiles it: the library's default path, fast paths chosen automatically;
 - ``jaxcnn[conv=lax]``: the same, traced with ``JAXCNN_CONV_IMPL=lax`` (the reference
   convolution; pooling keeps its own formulation, there is no switch for it);
+- ``jaxcnn[xla defaults]``: the same as ``jaxcnn`` but compiled by plain ``jax.jit`` (XLA's
+  default options, and the fast-path plan measured for them), which is what the options of
+  :mod:`jaxcnn.compilation` gain;
 - ``flax.linen`` and ``lax``: the peers of :mod:`experiments.benchmarks.peers` with a plain
   jitted step (loss, grads, Adam), state donated;
 - ``torch NCHW`` / ``torch channels_last``: the PyTorch peer in eager mode, ``torch.optim.Adam``
@@ -66,7 +69,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "UNet": {"input": (64, 64, 3), "classes": 2, "segmentation": True, "batches": (8,), "quick": (2,)},
 }
 TORCH_FRAMEWORKS = ("torch NCHW", "torch channels_last", "torch NCHW 1 thread", "torch channels_last 1 thread")
-FRAMEWORKS = ("jaxcnn", "jaxcnn[conv=lax]", "flax.linen", "lax", *TORCH_FRAMEWORKS)
+FRAMEWORKS = ("jaxcnn", "jaxcnn[conv=lax]", "jaxcnn[xla defaults]", "flax.linen", "lax", *TORCH_FRAMEWORKS)
 
 
 @dataclass
@@ -174,7 +177,9 @@ def _plain_step(apply_fn: Callable, tx: optax.GradientTransformation) -> Callabl
     return step
 
 
-def _jaxcnn_candidate(model_name: str, x: np.ndarray, y: np.ndarray, conv_impl: str | None, name: str) -> Candidate:
+def _jaxcnn_candidate(
+    model_name: str, x: np.ndarray, y: np.ndarray, conv_impl: str | None, name: str, jaxcnn_jit: bool = True
+) -> Candidate:
     from jaxcnn.models import get_model
     from jaxcnn.train import classification_task, create_train_state, make_train_step, segmentation_task
 
@@ -189,7 +194,7 @@ def _jaxcnn_candidate(model_name: str, x: np.ndarray, y: np.ndarray, conv_impl: 
         state = create_train_state(model, tx, jax.random.PRNGKey(0), jnp.asarray(x[:1]))
     step = make_train_step(model, task, tx)
     batch = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
-    return _jax_candidate(name, lambda s, b: step(s, b), state, (batch,), conv_impl, jaxcnn_jit=True)
+    return _jax_candidate(name, lambda s, b: step(s, b), state, (batch,), conv_impl, jaxcnn_jit)
 
 
 def _flax_candidate(model_name: str, x: np.ndarray, y: np.ndarray) -> Candidate:
@@ -303,6 +308,8 @@ def build(model_name: str, batch: int, frameworks: tuple[str, ...]) -> dict[str,
             out[fw] = _jaxcnn_candidate(model_name, x, y, None, fw)
         elif fw == "jaxcnn[conv=lax]":
             out[fw] = _jaxcnn_candidate(model_name, x, y, "lax", fw)
+        elif fw == "jaxcnn[xla defaults]":
+            out[fw] = _jaxcnn_candidate(model_name, x, y, None, fw, jaxcnn_jit=False)
         elif fw == "flax.linen":
             out[fw] = _flax_candidate(model_name, x, y)
         elif fw == "lax":
