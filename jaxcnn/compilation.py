@@ -2,11 +2,12 @@
 
 Why. On the CPU backend, XLA (jaxlib 0.10) hands dots, reductions, elementwise fusions and
 convolutions to the YNNPACK library by default. Its dots and reductions are the fastest
-XLA:CPU has, but its 3x3 convolutions ran at 35-50% of the speed of XLA's own (Eigen)
+XLA:CPU has, but its 3x3 convolutions ran at 30-60% of the speed of XLA's own (Eigen)
 convolutions on the reference 2-core CPU (forward pass of a ``(128, 13, 13, 32)`` 3x3
-convolution to 64 channels: 5.4 ms against 2.2 ms; ``(8, 64, 64, 64)`` to 64: 16.0 ms
-against 9.2 ms). Keeping YNNPACK for dots and reductions only made whole training steps
-1.1-1.4x faster (SimpleCNN, LeNet-5, ResNet-18, U-Net; ``python -m experiments.benchmarks``
+convolution to 64 channels: 5.4 ms against 2.9 ms, and 10.7 against 3.1 ms in one
+interleaved run; ``(8, 64, 64, 64)`` to 64: 16.0 ms against 10.0 ms). Keeping YNNPACK for
+dots and reductions only made whole training steps up to 1.5x faster (ResNet-18 and U-Net
+about 1.5x, LeNet-5 about 1.1x, SimpleCNN 1.0-1.07x; ``python -m experiments.benchmarks``
 measures it, the README's performance section has the figures).
 
 What. :func:`compiler_options` returns the options to pass to ``jax.jit(...,
