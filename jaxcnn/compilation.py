@@ -45,6 +45,17 @@ CPU_OPTIONS: dict[str, str] = {
 }
 
 
+def resolve_choice(choice: str | None) -> str:
+    """``choice`` or, when ``None``, ``$JAXCNN_XLA_OPTIONS`` (default ``"auto"``), validated
+    against :data:`CHOICES` (the error names where the value came from)."""
+    source = "choice"
+    if choice is None:
+        choice, source = os.environ.get(ENV_VAR, "") or "auto", f"${ENV_VAR}"
+    if choice not in CHOICES:
+        raise ValueError(f"compiler_options: unknown {source}={choice!r}; expected one of {CHOICES}")
+    return choice
+
+
 def compiler_options(choice: str | None = None, backend: str | None = None) -> dict[str, str] | None:
     """The ``compiler_options`` for ``jax.jit`` under ``choice`` on ``backend``, or ``None``.
 
@@ -58,12 +69,7 @@ def compiler_options(choice: str | None = None, backend: str | None = None) -> d
 
         step = jax.jit(train_step, compiler_options=jaxcnn.compiler_options())
     """
-    source = "choice"
-    if choice is None:
-        choice, source = os.environ.get(ENV_VAR, "") or "auto", f"${ENV_VAR}"
-    if choice not in CHOICES:
-        raise ValueError(f"compiler_options: unknown {source}={choice!r}; expected one of {CHOICES}")
-    if choice == "none":
+    if resolve_choice(choice) == "none":
         return None
     if (backend or jax.default_backend()) != "cpu":
         return None

@@ -121,6 +121,7 @@ def test_data_parallel_compiles_with_the_chosen_options(monkeypatch):
     cpu = jax.devices("cpu")[:1]
     assert DataParallel("none", cpu).compiler_options == compilation.CPU_OPTIONS
     assert DataParallel("none", cpu, "none").compiler_options is None
+    assert DataParallel("pmap", cpu, "auto").compiler_options is None  # jax.pmap takes none
     monkeypatch.setenv(compilation.ENV_VAR, "none")
     assert DataParallel("none", cpu).compiler_options is None
     seen = []

@@ -262,7 +262,7 @@ def _train_and_evaluate(
     num_classes = dataset_num_classes(config, train_source)
 
     parallel = data_parallel_for(config)
-    if primary and parallel.compiler_options and parallel.mode != "pmap":
+    if primary and parallel.compiler_options:
         print(
             f"Compiling the steps with the XLA options {parallel.compiler_options} "
             "(--config.xla_options=none compiles with XLA's defaults)",

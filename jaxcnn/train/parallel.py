@@ -37,7 +37,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcnn.compilation import compiler_options
+from jaxcnn.compilation import compiler_options, resolve_choice
 from jaxcnn.compilation import jit as compiled_with_options
 
 PARALLEL_MODES = ("auto", "none", "jit", "shard_map", "pmap")
@@ -74,7 +74,7 @@ class DataParallel:
       axis_name: ``'data'`` when the step runs per device (``shard_map``/``pmap``), else ``None``;
         pass it to :func:`make_train_step` and :func:`with_axis_name`.
       mesh: the 1-D ``('data',)`` mesh (``None`` for ``none``/``pmap``).
-      compiler_options: what ``jax.jit`` gets (``None``: XLA's defaults).
+      compiler_options: what ``jax.jit`` gets (``None``: XLA's defaults, always for ``pmap``).
     """
 
     def __init__(
@@ -101,8 +101,11 @@ class DataParallel:
         self.axis_name = DATA_AXIS if mode in ("shard_map", "pmap") else None
         self.mesh = Mesh(np.array(devices), (DATA_AXIS,)) if mode in ("jit", "shard_map") else None
         self._single = devices[0]
-        self.xla_options = xla_options
-        self.compiler_options = compiler_options(xla_options, devices[0].platform)
+        # Resolved once, so the options reported and the ones compiled with cannot diverge.
+        choice = resolve_choice(xla_options)
+        platform = devices[0].platform
+        self.compiler_options = None if mode == "pmap" else compiler_options(choice, platform)
+        self._jit = functools.partial(compiled_with_options, xla_options=choice, backend=platform)
 
     def __repr__(self) -> str:
         return f"DataParallel(mode={self.mode!r}, num_devices={self.num_devices})"
@@ -175,19 +178,18 @@ class DataParallel:
         ``step`` must have been made with ``axis_name=self.axis_name``. Metrics come back as
         scalars (device axis removed in ``pmap`` mode).
         """
-        jit = functools.partial(compiled_with_options, xla_options=self.xla_options, backend=self._single.platform)
         if self.mode == "none":
-            return jit(step, donate_argnums=0)
+            return self._jit(step, donate_argnums=0)
         if self.mode == "jit":
             rep, data = self.replicated, NamedSharding(self.mesh, P(DATA_AXIS))
-            return jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+            return self._jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
         if self.mode == "shard_map":
             # check_vma=False: the step's explicit pmean is the one gradient reduction (with
             # check_vma=True, grad w.r.t. replicated params would already be psum-ed).
             mapped = jax.shard_map(
                 step, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()), check_vma=False
             )
-            return jit(mapped, donate_argnums=0)
+            return self._jit(mapped, donate_argnums=0)
         pmapped = jax.pmap(step, axis_name=DATA_AXIS, devices=self.devices, donate_argnums=0)
 
         def run(state, batch):
@@ -198,14 +200,13 @@ class DataParallel:
 
     def compile_eval_step(self, step: Callable) -> Callable:
         """``step(state, batch) -> statistics`` compiled for this mode (sums over all devices)."""
-        jit = functools.partial(compiled_with_options, xla_options=self.xla_options, backend=self._single.platform)
         if self.mode == "none":
-            return jit(step)
+            return self._jit(step)
         if self.mode == "jit":
             rep, data = self.replicated, NamedSharding(self.mesh, P(DATA_AXIS))
-            return jit(step, in_shardings=(rep, data), out_shardings=rep)
+            return self._jit(step, in_shardings=(rep, data), out_shardings=rep)
         if self.mode == "shard_map":
-            return jit(
+            return self._jit(
                 jax.shard_map(
                     step, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(), check_vma=False
                 )
