@@ -230,11 +230,14 @@ def _tiled_extremum(x: jnp.ndarray, window: tuple[int, ...], last: bool, is_max:
 def _tiled_extremum_jvp(window, last, is_max, primals, tangents):
     (x,), (t,) = primals, tangents
     tiles, axes = _tile(x, window, last)
-    best = _window_scan(tiles, axes, is_max)
+    # Differentiated, the pooled map is a reduction rather than the scan, and so is the
+    # winner search. XLA computes a reduction once, while it copies the scan's selects (and
+    # recomputes them from the 4x larger input) into every consumer of the pooled map: the
+    # next layer's kernel-gradient transpose, the winner search, the gradient's select
+    # (SimpleCNN's train step on CPU: 1.1-1.15x faster; LeNet-5's the same). Taking the
+    # winner from a scan too made LeNet-5's train step up to 1.35x slower.
+    best = jnp.max(tiles, axis=axes, keepdims=True) if is_max else jnp.min(tiles, axis=axes, keepdims=True)
     tangent_tiles, _ = _tile(t, window, last)
-    # The winner is found again by a reduction rather than taken from the scan: XLA fuses
-    # the scan's selects into the gradient's loop and recomputes them for every input cell
-    # (1.35x slower LeNet-5 train steps on CPU), while a reduction is computed once.
     return jnp.squeeze(best, axes), _first_tangent(tiles, tangent_tiles, axes, is_max, best)
 
 

@@ -456,6 +456,29 @@ def test_max_pool_gradient_with_ties_matches_torch(window, stride, padding):
     np.testing.assert_array_equal(grad, xg.grad.numpy())
 
 
+def test_tiled_max_pool_gradient_goes_to_first_nan_or_first_tie():
+    # Hand-computed, 2x2 windows in row-major order: (0,0) (0,1) / (1,0) (1,1).
+    nan = np.nan
+    x = np.array(
+        [
+            [1.0, nan, 5.0, 5.0],
+            [nan, 2.0, 5.0, 1.0],
+            [0.0, 0.0, 3.0, 4.0],
+            [0.0, 0.0, 9.0, 2.0],
+        ],
+        np.float32,
+    )[None, :, :, None]
+    y, pullback = jax.vjp(lambda x: max_pool(x, 2), jnp.asarray(x))
+    np.testing.assert_array_equal(y[0, :, :, 0], [[nan, 5.0], [0.0, 9.0]])
+    expected = np.zeros((4, 4), np.float32)
+    expected[0, 1] = 1.0  # the first NaN, not the second
+    expected[0, 2] = 2.0  # the first of three fives
+    expected[2, 0] = 3.0  # the first of four zeros
+    expected[3, 2] = 4.0
+    grad = pullback(jnp.asarray(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)[None, :, :, None]))[0]
+    np.testing.assert_array_equal(grad[0, :, :, 0], expected)
+
+
 # ---------------------------------------------------------------------------------------------
 # jit, vmap, bfloat16: every op through one table
 
