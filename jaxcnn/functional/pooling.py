@@ -217,9 +217,9 @@ def _tiled_extremum(x: jnp.ndarray, window: tuple[int, ...], last: bool, is_max:
     """Max/min pooling with ``stride == window`` and no padding or dilation.
 
     The spatial axes are cropped to a multiple of the window and split into
-    ``(out, window)`` by a reshape; :func:`_window_scan` then runs over the window axes. The
-    gradient is a one-hot select at each window's winner (:func:`_first_tangent`), broadcast
-    over the tiles: no ``reduce_window`` select-and-scatter (20-25x slower on CPU for 2x2
+    ``(out, window)`` by a reshape; :func:`_window_scan` then runs over the window axes
+    (differentiated, a reduction does: see the JVP below). The gradient is a one-hot
+    select at each window's winner (:func:`_first_tangent`), broadcast over the tiles: no ``reduce_window`` select-and-scatter (20-25x slower on CPU for 2x2
     windows) and no zero-interleaving pads (what differentiating strided slices gives).
     """
     tiles, axes = _tile(x, window, last)
@@ -234,7 +234,7 @@ def _tiled_extremum_jvp(window, last, is_max, primals, tangents):
     # winner search. XLA computes a reduction once, while it copies the scan's selects (and
     # recomputes them from the 4x larger input) into every consumer of the pooled map: the
     # next layer's kernel-gradient transpose, the winner search, the gradient's select
-    # (SimpleCNN's train step on CPU: 1.1-1.15x faster; LeNet-5's the same). Taking the
+    # (SimpleCNN's train step on CPU: 1.07-1.16x faster; LeNet-5's the same). Taking the
     # winner from a scan too made LeNet-5's train step up to 1.35x slower.
     best = jnp.max(tiles, axis=axes, keepdims=True) if is_max else jnp.min(tiles, axis=axes, keepdims=True)
     tangent_tiles, _ = _tile(t, window, last)
