@@ -393,7 +393,7 @@ def _union(fields: list[_Field]) -> _Field | None:
         jump = tuple(max(f.jump[a] for f in fields) for a in range(len(lo)))
     sizes = fields[0].sizes if all(f.sizes == fields[0].sizes for f in fields) else None
     return _Field(
-        tuple(h - l + 1 for l, h in zip(lo, hi)), jump, tuple((l + h) / 2 for l, h in zip(lo, hi)), sizes
+        tuple(h - low + 1 for low, h in zip(lo, hi)), jump, tuple((low + h) / 2 for low, h in zip(lo, hi)), sizes
     )
 
 

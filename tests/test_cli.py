@@ -101,7 +101,7 @@ def test_console_script_trains_resumes_and_evaluates(tmp_path, data_dir, capsys)
     out = subprocess.run([str(exe), "eval", "--workdir", str(workdir), "--checkpoint", "latest"],
                          check=True, capture_output=True, text=True, timeout=300).stdout
     evaluated = json.loads(out[out.index("{"):])
-    last_eval = [json.loads(l) for l in before.splitlines() if json.loads(l)["split"] == "test"][-1]
+    last_eval = [json.loads(line) for line in before.splitlines() if json.loads(line)["split"] == "test"][-1]
     assert evaluated["accuracy"] == pytest.approx(last_eval["accuracy"])
     # Another config on that workdir would mix two runs: refused (exit code 2) before any work.
     base = ["train", "--config", f"{CONFIG}:smoke", "--workdir", str(workdir)]

@@ -101,7 +101,10 @@ def test_jit_equals_eager(case):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_grad_is_finite_and_nonzero(case):
     variables, x = _init(case)
-    loss = lambda v, x: jnp.sum(jnp.sin(_apply(case, v, x)))
+
+    def loss(v, x):
+        return jnp.sum(jnp.sin(_apply(case, v, x)))
+
     g_vars, g_x = jax.grad(loss, argnums=(0, 1))(variables, x)
     leaves = jax.tree_util.tree_leaves(g_vars.get("params", {})) + [g_x]
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)

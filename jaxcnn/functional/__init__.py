@@ -1,10 +1,73 @@
 """Pure, stateless CNN operations (jit / grad / vmap safe)."""
+
 from jaxcnn.functional.conv import PADDING_MODES, conv, conv_transpose, pad_spatial
 from jaxcnn.functional.signal import convolve2d, correlate2d
 from jaxcnn.functional.normalization import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.layers import dense, dropout, flatten
 from jaxcnn.functional.activations import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
-from jaxcnn.functional.losses import REDUCTIONS, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, dice_loss, mse, nll_loss
+from jaxcnn.functional.losses import (
+    REDUCTIONS,
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    dice_loss,
+    mse,
+    nll_loss,
+)
 from jaxcnn.functional.metrics import accuracy, confusion_matrix, iou, iou_from_confusion_matrix, mean_iou
-from jaxcnn.functional.pooling import adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool, max_pool, max_pool_with_indices, max_unpool, min_pool
+from jaxcnn.functional.pooling import (
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    avg_pool,
+    global_avg_pool,
+    global_max_pool,
+    max_pool,
+    max_pool_with_indices,
+    max_unpool,
+    min_pool,
+)
 from jaxcnn.functional.resize import upsample
+
+__all__ = [
+    "PADDING_MODES",
+    "conv",
+    "conv_transpose",
+    "pad_spatial",
+    "convolve2d",
+    "correlate2d",
+    "batch_norm",
+    "group_norm",
+    "layer_norm",
+    "dense",
+    "dropout",
+    "flatten",
+    "gelu",
+    "leaky_relu",
+    "log_softmax",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "tanh",
+    "REDUCTIONS",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "dice_loss",
+    "mse",
+    "nll_loss",
+    "accuracy",
+    "confusion_matrix",
+    "iou",
+    "iou_from_confusion_matrix",
+    "mean_iou",
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "global_max_pool",
+    "max_pool",
+    "max_pool_with_indices",
+    "max_unpool",
+    "min_pool",
+    "upsample",
+]

@@ -24,6 +24,27 @@ from jaxcnn.models.segmentation import FCN, UNet
 from jaxcnn.models.simple_cnn import LeNet5, SignalRegressor, SimpleCNN
 from jaxcnn.models.torch_import import infer_torch_resnet, load_torch_resnet, read_state_dict
 
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "FCN",
+    "UNet",
+    "LeNet5",
+    "SignalRegressor",
+    "SimpleCNN",
+    "infer_torch_resnet",
+    "load_torch_resnet",
+    "read_state_dict",
+    "MODELS",
+    "get_model",
+]
+
 MODELS = {
     "SimpleCNN": SimpleCNN,
     "LeNet5": LeNet5,

@@ -183,16 +183,24 @@ def test_gradients():
     x = _randn(2, 5, 5, 2)
     w = _randn(3, 3, 2, 3)
     b = _randn(3)
-    fn = lambda x, w, b: F.conv(x, w, b, stride=2, padding=1, padding_mode="reflect")
+
+    def fn(x, w, b):
+        return F.conv(x, w, b, stride=2, padding=1, padding_mode="reflect")
+
+    def fn_t(x, w):
+        return F.conv_transpose(x, w, stride=2, padding=1)
+
     check_grads(fn, (x, w, b), order=1, modes=("rev",), atol=2e-2, rtol=2e-2)
-    fn_t = lambda x, w: F.conv_transpose(x, w, stride=2, padding=1)
     check_grads(fn_t, (x, _randn(3, 3, 2, 4)), order=1, modes=("rev",), atol=2e-2, rtol=2e-2)
 
 
 def test_jit_equals_eager_and_vmap():
     x = _randn(3, 2, 6, 6, 2)
     w = _randn(3, 3, 1, 4)
-    fn = lambda x: F.conv(x, w, padding="SAME", groups=2)
+
+    def fn(x):
+        return F.conv(x, w, padding="SAME", groups=2)
+
     eager = np.stack([np.asarray(fn(xi)) for xi in x])
     np.testing.assert_allclose(np.asarray(jax.jit(fn)(x[0])), eager[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(jax.vmap(fn)(x)), eager, rtol=1e-5, atol=1e-5)

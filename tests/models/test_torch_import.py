@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from safetensors.torch import save_file
-from torch import nn
+# The imports below need torch, hence after the skip.
+from safetensors.torch import save_file  # noqa: E402
+from torch import nn  # noqa: E402
 
-from jaxcnn.models import ResNet18, ResNet50
-from jaxcnn.models.torch_import import infer_torch_resnet, load_torch_resnet, read_state_dict
+from jaxcnn.models import ResNet18, ResNet50  # noqa: E402
+from jaxcnn.models.torch_import import infer_torch_resnet, load_torch_resnet, read_state_dict  # noqa: E402
 
 # ------------------------------------------------------------- torchvision-layout ResNet
 
