@@ -15,7 +15,7 @@ def get_config(arg: str = ""):
     config.task = "segmentation"
     config.dataset.name = "mnist_segmentation"
     # The data and schedule the U-Net had when it reached mean IoU 0.807 (this FCN: 0.758), to
-    # compare like with like; the U-Net has since moved to 96,000 canvases (0.846).
+    # compare like with like; the U-Net has since moved to 96,000 canvases for 4 epochs (0.855).
     config.dataset.train_split = "train[:48000]"
     config.dataset.eval_split = "test[:2000]"
     config.model.name = "FCN"
