@@ -120,6 +120,13 @@ def _identity(dtype: Any, is_max: bool) -> np.ndarray:
     return np.array(info.min if is_max else info.max, dtype)
 
 
+def _reduce_extremum(
+    x: jnp.ndarray, axes: tuple[int, ...], is_max: bool, keepdims: bool = False
+) -> jnp.ndarray:
+    """``x``'s max (or min) over ``axes``; a NaN propagates."""
+    return jnp.max(x, axis=axes, keepdims=keepdims) if is_max else jnp.min(x, axis=axes, keepdims=keepdims)
+
+
 def _first_tangent(
     x: jnp.ndarray, t: jnp.ndarray, axes: tuple[int, ...], is_max: bool, extremum: jnp.ndarray | None = None
 ) -> jnp.ndarray:
@@ -133,7 +140,7 @@ def _first_tangent(
     made this gradient slower than the rest of a small CNN's training step on CPU).
     """
     if extremum is None:
-        extremum = jnp.max(x, axis=axes, keepdims=True) if is_max else jnp.min(x, axis=axes, keepdims=True)
+        extremum = _reduce_extremum(x, axes, is_max, keepdims=True)
     hit = x == extremum
     if jnp.issubdtype(x.dtype, jnp.floating):
         hit = hit | (jnp.isnan(x) & jnp.isnan(extremum))
@@ -156,7 +163,7 @@ def _choose(x: jnp.ndarray, axes: tuple[int, ...], is_max: bool) -> jnp.ndarray:
     ``jnp.max`` shares the gradient among ties; PyTorch, and ``lax.reduce_window`` on CPU,
     give it to the first extremum in row-major order. This keeps every path consistent.
     """
-    return jnp.max(x, axis=axes) if is_max else jnp.min(x, axis=axes)
+    return _reduce_extremum(x, axes, is_max)
 
 
 @_choose.defjvp
@@ -219,8 +226,9 @@ def _tiled_extremum(x: jnp.ndarray, window: tuple[int, ...], last: bool, is_max:
     The spatial axes are cropped to a multiple of the window and split into
     ``(out, window)`` by a reshape; :func:`_window_scan` then runs over the window axes
     (differentiated, a reduction does: see the JVP below). The gradient is a one-hot
-    select at each window's winner (:func:`_first_tangent`), broadcast over the tiles: no ``reduce_window`` select-and-scatter (20-25x slower on CPU for 2x2
-    windows) and no zero-interleaving pads (what differentiating strided slices gives).
+    select at each window's winner (:func:`_first_tangent`), broadcast over the tiles: no
+    ``reduce_window`` select-and-scatter (20-25x slower on CPU for 2x2 windows) and no
+    zero-interleaving pads (what differentiating strided slices gives).
     """
     tiles, axes = _tile(x, window, last)
     return jnp.squeeze(_window_scan(tiles, axes, is_max), axes)
@@ -236,7 +244,7 @@ def _tiled_extremum_jvp(window, last, is_max, primals, tangents):
     # next layer's kernel-gradient transpose, the winner search, the gradient's select
     # (SimpleCNN's train step on CPU: 1.07-1.16x faster; LeNet-5's the same). Taking the
     # winner from a scan too made LeNet-5's train step up to 1.35x slower.
-    best = jnp.max(tiles, axis=axes, keepdims=True) if is_max else jnp.min(tiles, axis=axes, keepdims=True)
+    best = _reduce_extremum(tiles, axes, is_max, keepdims=True)
     tangent_tiles, _ = _tile(t, window, last)
     return jnp.squeeze(best, axes), _first_tangent(tiles, tangent_tiles, axes, is_max, best)
 
