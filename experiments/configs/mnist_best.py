@@ -1,10 +1,12 @@
-"""SimpleCNN with augmentation and a longer schedule: the best single small CNN on MNIST.
+"""AllConvNet (batch norm, strided convs) with augmentation: the best single small CNN on MNIST.
 
 Command:  for seed in 0 1 2; do jaxcnn train --config experiments/configs/mnist_best.py --workdir runs/mnist_best_seed$seed --config.seed=$seed; done
 Expected: test accuracy >= 99.6%, mean of the 3 seeds (the best single small CNNs reach
           about 99.64% with augmentation).
-Hardware: about 30 SimpleCNN epochs per seed; the measured wall time is in
-          experiments/RESULTS.md once run.
+Hardware: 15 epochs per seed; the measured wall time is in experiments/RESULTS.md.
+History:  SimpleCNN (two convs and a 1,024-unit dense layer) with the same augmentation,
+          30 epochs and EMA reached 99.51/99.61/99.49% (mean 99.54%): its accuracy stopped
+          rising after about 8 epochs, so capacity, not the schedule, limited it.
 Smoke:    experiments/configs/mnist_best.py:smoke
 """
 
@@ -15,16 +17,15 @@ from jaxcnn.train import default_config
 def get_config(arg: str = ""):
     config = default_config()
     config.dataset.name = "mnist"
-    config.model.name = "SimpleCNN"
+    config.model.name = "AllConvNet"
     config.model.dropout_rate = 0.4
     config.batch_size = 128
-    config.num_epochs = 30
+    config.num_epochs = 15
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 2e-3
     config.optimizer.weight_decay = 5e-4
     config.schedule.name = "onecycle"
     config.schedule.pct_start = 0.2
-    config.ema_decay = 0.999
     # Small rotations, shifts and scalings: digits stay digits; flips would not.
     config.augment = ("random_affine",)
     config.augment_options.random_affine = {"max_rotation": 10.0, "max_translation": 0.1}

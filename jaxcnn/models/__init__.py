@@ -21,7 +21,7 @@ from jaxcnn.models.resnet import (
     ResNet152,
 )
 from jaxcnn.models.segmentation import FCN, UNet
-from jaxcnn.models.simple_cnn import LeNet5, SignalRegressor, SimpleCNN
+from jaxcnn.models.simple_cnn import AllConvNet, LeNet5, SignalRegressor, SimpleCNN
 from jaxcnn.models.torch_import import infer_torch_resnet, load_torch_resnet, read_state_dict
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "ResNet152",
     "FCN",
     "UNet",
+    "AllConvNet",
     "LeNet5",
     "SignalRegressor",
     "SimpleCNN",
@@ -48,6 +49,7 @@ __all__ = [
 MODELS = {
     "SimpleCNN": SimpleCNN,
     "LeNet5": LeNet5,
+    "AllConvNet": AllConvNet,
     "ResNet18": ResNet18,
     "ResNet34": ResNet34,
     "ResNet50": ResNet50,
