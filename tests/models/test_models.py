@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxcnn import functional as F
-from jaxcnn.models import FCN, LeNet5, SignalRegressor, SimpleCNN, UNet, get_model
+from jaxcnn.models import FCN, AllConvNet, LeNet5, SignalRegressor, SimpleCNN, UNet, get_model
 
 
 def _count(variables):
@@ -41,6 +41,21 @@ def test_simple_cnn_and_lenet_parameter_counts():
     assert _count(_shapes(LeNet5(), (1, 28, 28, 1))) == 61_706
 
 
+def test_all_conv_net_parameter_count():
+    # Bias-free convs 3x3x1x32, 3x3x32x32, 5x5x32x32, 3x3x32x64, 3x3x64x64, 5x5x64x64,
+    # 4x4x64x128 = 323,872; seven batch norms (scale + bias) 2 * (3 * 32 + 3 * 64 + 128) = 832;
+    # head 128 * 10 + 10 = 1,290.
+    assert _count(_shapes(AllConvNet(), (1, 28, 28, 1))) == 325_994
+    assert _count(_shapes(get_model("AllConvNet", num_classes=10), (1, 28, 28, 1))) == 325_994
+
+
+def test_all_conv_net_bad_arguments():
+    with pytest.raises(ValueError, match=r"AllConvNet: width must be a positive int, got 0"):
+        AllConvNet(width=0)
+    with pytest.raises(ValueError, match=r"AllConvNet: x must be \(N, H, W, C\), got shape \(28, 28\)"):
+        AllConvNet().init(jax.random.key(0), jnp.zeros((28, 28)))
+
+
 @pytest.mark.parametrize(
     "model,shape,out",
     [
@@ -54,6 +69,8 @@ def test_simple_cnn_and_lenet_parameter_counts():
         (FCN(num_classes=4, variant="32s", width=8), (1, 96, 80, 3), (1, 96, 80, 4)),
         (SignalRegressor(num_outputs=2), (3, 64, 1), (3, 2)),
         (SimpleCNN(num_classes=1), (2, 28, 28, 1), (2, 1)),
+        (AllConvNet(num_classes=10), (2, 28, 28, 1), (2, 10)),
+        (AllConvNet(num_classes=3, width=4), (2, 32, 32, 3), (2, 3)),
     ],
 )
 def test_output_shapes(model, shape, out):
@@ -76,6 +93,7 @@ def test_init_is_deterministic_for_a_key():
 TRAINABLE = [
     ("SimpleCNN", SimpleCNN(num_classes=4, dropout_rate=0.1), (8, 28, 28, 1), "class"),
     ("LeNet5", LeNet5(num_classes=4), (8, 28, 28, 1), "class"),
+    ("AllConvNet", AllConvNet(num_classes=4, width=4, dropout_rate=0.1), (8, 28, 28, 1), "class"),
     ("ResNet18-small", get_model("ResNet18", num_classes=4, small_input=True, width=8), (8, 16, 16, 3), "class"),
     ("ResNet50-small", get_model("ResNet50", num_classes=4, small_input=True, width=4), (8, 16, 16, 3), "class"),
     ("UNet", UNet(num_classes=3, features=(4, 8)), (4, 16, 16, 1), "seg"),
