@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as torch_f
 from jax import lax
 
+from jaxcnn import compilation
 from jaxcnn import functional as F
 from jaxcnn import nn as jnn
 from jaxcnn.functional import _fast_conv
@@ -56,7 +57,8 @@ def _value_and_derivatives(f, x, w, seed=1):
 
 # (input spatial, C_in, C_out, window, stride, padding, dilation): every rank, strides,
 # asymmetric and "SAME" padding, dilation, 1x1 windows and thin channels (where "auto" also
-# uses im2col for the forward pass and the input gradient).
+# uses im2col for the forward pass and the input gradient); the last four are strided layers
+# whose input gradient "auto" takes by input phase.
 CONV_GRID = [
     ((9, 8), 3, 4, (3, 3), 1, 1, 1),
     ((9, 8), 1, 5, (3, 3), 1, 0, 1),
@@ -68,6 +70,10 @@ CONV_GRID = [
     ((8, 8), 5, 6, (1, 1), 1, 0, 1),
     ((12,), 2, 3, (5,), 3, 2, 2),
     ((5, 6, 4), 2, 3, (3, 1, 2), (2, 1, 1), ((1, 0), (0, 0), (1, 1)), (1, 1, 2)),
+    ((9, 8), 10, 12, (3, 3), 2, 1, 1),
+    ((11, 10), 9, 10, (5, 4), (2, 3), ((2, 1), (1, 2)), 1),
+    ((13,), 9, 9, (4,), 3, "SAME", 1),
+    ((6, 5, 7), 9, 10, (3, 2, 3), (2, 2, 1), 1, 1),
 ]
 
 
@@ -80,6 +86,48 @@ def test_conv_fast_path_matches_lax(impl, spatial, c_in, c_out, window, stride, 
     fast = lambda x, w: F.conv(x, w, impl=impl, **kw)  # noqa: E731
     ref = lambda x, w: F.conv(x, w, impl="lax", **kw)  # noqa: E731
     _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
+
+
+# (input spatial, window, stride, padding, dilation): the phase decomposition on its own,
+# including dilations that share a factor with the stride (fewer, denser phases), windows
+# smaller than the stride (fewer phases than the stride) and one-tap phases.
+PHASE_GRID = [
+    ((11, 10), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),
+    ((11, 10), (5, 4), (3, 2), ((2, 0), (1, 2)), (2, 2)),
+    ((12, 9), (3, 2), (2, 3), ((0, 1), (2, 2)), (3, 1)),
+    ((10, 10), (2, 2), (3, 3), ((0, 0), (1, 0)), (1, 1)),
+    ((16,), (4,), (4,), ((2, 1),), (2,)),
+    ((7, 6, 5), (3, 2, 2), (2, 2, 2), ((1, 1), (0, 1), (1, 0)), (1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("spatial, window, stride, pads, dilation", PHASE_GRID)
+def test_phase_conv_matches_lax(spatial, window, stride, pads, dilation):
+    x = _random((2, *spatial, 3), 0)
+    w = _random((*window, 3, 4), 1)
+    phase = _fast_conv.Plan(stride, pads, dilation, None, "phase", "phase", "lax", 1, 1)
+    ref = _fast_conv.Plan(stride, pads, dilation, None, "lax", "lax", "lax", 1, 1)
+    _close(
+        _value_and_derivatives(lambda x, w: _fast_conv.conv_fast(x, w, phase), x, w),
+        _value_and_derivatives(lambda x, w: _fast_conv.lax_conv(x, w, ref), x, w),
+    )
+
+
+def test_phase_conv_against_numpy_loops():
+    """An independent check of the decomposition: a direct sum over windows in float64."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 9, 8, 3)), rng.standard_normal((3, 4, 3, 5))
+    stride, pads, dilation = (2, 3), ((1, 2), (0, 1)), (2, 1)
+    padded = np.pad(x, ((0, 0), *pads, (0, 0)))
+    out = _fast_conv.out_sizes((9, 8), (3, 4), stride, pads, dilation)
+    expected = np.zeros((2, *out, 5))
+    for i, j in np.ndindex(*out):
+        for a, b in np.ndindex(3, 4):
+            cell = padded[:, i * stride[0] + a * dilation[0], j * stride[1] + b * dilation[1], :]
+            expected[:, i, j, :] += cell @ w[a, b]
+    p = _fast_conv.Plan(stride, pads, dilation, None, "phase", "phase", "lax", 1, 1)
+    got = _fast_conv.phase_conv(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), p)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_conv_fast_path_eagerly():
@@ -205,6 +253,36 @@ def test_auto_plan_per_pass():
     assert (thin_both.forward, thin_both.input_grad, thin_both.kernel_grad) == ("im2col", "im2col", "lax")
     assert (thin_out.forward, thin_out.input_grad, thin_out.kernel_grad) == ("im2col", "lax", "im2col")
     assert (pointwise.forward, pointwise.input_grad, pointwise.kernel_grad) == ("im2col", "im2col", "im2col")
+
+
+def test_auto_plan_takes_strided_input_gradients_by_phase():
+    """Both compilation modes: XLA's defaults and jaxcnn's CPU options (where the planner
+    otherwise leaves non-thin layers to lax)."""
+    def plan(c_in, c_out, window=(5, 5), stride=(2, 2), dilation=(1, 1)):
+        return _fast_conv.plan(
+            "auto", (8, 16, 16, c_in), jnp.float32, window, c_out, stride, tuple((k // 2, k // 2) for k in window),
+            dilation, None,
+            channels_last=True, groups=1,
+        )
+
+    def passes():
+        return {
+            "allconv": plan(32, 32), "wide": plan(64, 128), "unstrided": plan(32, 32, stride=(1, 1)),
+            "dilated": plan(32, 32, dilation=(2, 2)), "thin": plan(3, 32), "pointwise": plan(32, 32, window=(1, 1)),
+        }
+
+    if jax.default_backend() != "cpu":
+        assert all(p is None for p in passes().values())
+        return
+    default = passes()
+    assert default["allconv"][4:7] == ("lax", "phase", "im2col")
+    assert default["wide"].input_grad == default["unstrided"].input_grad == default["dilated"].input_grad == "lax"
+    assert default["thin"].input_grad == default["pointwise"].input_grad == "im2col"
+    found = {}
+    compilation.jit(lambda x: found.update(passes()) or x, xla_options="auto")(jnp.zeros(()))
+    assert found["allconv"][4:7] == ("lax", "phase", "lax")
+    assert found["wide"] is found["unstrided"] is found["dilated"] is found["pointwise"] is None
+    assert found["thin"].input_grad == "im2col"
 
 
 def test_impl_environment_variable(monkeypatch):
