@@ -277,8 +277,9 @@ def conv_transpose(
       precision: passed to ``lax.conv_general_dilated`` (or the fast path's ``dot_general``).
       impl: ``"auto"``, ``"lax"`` or ``"im2col"`` as in :func:`conv` (``None`` reads
         ``JAXCNN_CONV_IMPL``). The matmul path computes the transposed convolution as the
-        input gradient of a convolution, ``col2im(x @ K^T)``; it needs NHWC, ``groups=1``
-        and ``output_padding < stride`` on every axis.
+        input gradient of a convolution, one matmul ``x @ K^T`` whose columns are summed
+        into each output phase; it needs NHWC, ``groups=1`` and ``output_padding < stride``
+        on every axis.
 
     Returns:
       ``out = (in - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1``
@@ -361,7 +362,7 @@ def conv_transpose(
         # PyTorch's (C_in, C_out, *window) is the HWIO kernel (*window, C_out, C_in) of the
         # convolution whose input gradient this is.
         forward_kernel = jnp.moveaxis(kernel, (0, 1), (-1, -2))
-        y = _fast_conv.col2im_transpose(x, forward_kernel, tuple(out_spatial), fast)
+        y = _fast_conv.matmul_transpose(x, forward_kernel, tuple(out_spatial), fast)
         return _add_bias(y, bias, last)
 
     # The transposed conv is a conv of the stride-dilated input with the spatially flipped
