@@ -57,11 +57,15 @@ def _value_and_derivatives(f, x, w, seed=1):
 
 # (input spatial, C_in, C_out, window, stride, padding, dilation): every rank, strides,
 # asymmetric and "SAME" padding, dilation, 1x1 windows and thin channels (where "auto" also
-# uses im2col for the forward pass and the input gradient); the last four are strided layers
-# whose input gradient "auto" takes by input phase.
+# uses im2col for the forward pass and the input gradient); single-channel inputs, whose
+# forward pass "auto" takes as a sum over taps (up to 16 outputs) or by lax (more); the last
+# four are strided layers whose input gradient "auto" takes by input phase.
 CONV_GRID = [
     ((9, 8), 3, 4, (3, 3), 1, 1, 1),
     ((9, 8), 1, 5, (3, 3), 1, 0, 1),
+    ((10, 9), 1, 6, (5, 4), (2, 1), ((2, 1), (0, 2)), (1, 2)),
+    ((12,), 1, 3, (3,), 1, "SAME", 2),
+    ((9, 8), 1, 20, (3, 3), 1, 1, 1),
     ((10, 9), 6, 7, (5, 5), 1, 2, 1),
     ((11, 10), 5, 4, (3, 2), (2, 3), ((1, 2), (0, 1)), (1, 2)),
     ((8, 8), 16, 2, (3, 3), 1, "SAME", 1),
@@ -249,8 +253,11 @@ def test_auto_plan_per_pass():
     wide, thin_in, thin_out, pointwise = plan(64, 64), plan(3, 64), plan(64, 2), plan(64, 64, (1, 1))
     assert (wide.forward, wide.input_grad, wide.kernel_grad) == ("lax", "lax", "im2col")
     assert (thin_in.forward, thin_in.input_grad, thin_in.kernel_grad) == ("im2col", "im2col", "im2col")
-    thin_both = plan(1, 6)
-    assert (thin_both.forward, thin_both.input_grad, thin_both.kernel_grad) == ("im2col", "im2col", "lax")
+    thin_both, grey = plan(1, 6), plan(1, 32)
+    assert (thin_both.forward, thin_both.input_grad, thin_both.kernel_grad) == ("taps", "im2col", "lax")
+    assert (grey.forward, grey.input_grad, grey.kernel_grad) == ("lax", "im2col", "im2col")
+    # The sum over taps loops over chunks of at most half the batch (see taps_conv).
+    assert thin_both.wide_chunk <= 4 and plan(3, 6).wide_chunk == 8
     assert (thin_out.forward, thin_out.input_grad, thin_out.kernel_grad) == ("im2col", "lax", "im2col")
     assert (pointwise.forward, pointwise.input_grad, pointwise.kernel_grad) == ("im2col", "im2col", "im2col")
 
@@ -283,6 +290,10 @@ def test_auto_plan_takes_strided_input_gradients_by_phase():
     assert found["allconv"][4:7] == ("lax", "phase", "lax")
     assert found["wide"] is found["unstrided"] is found["dilated"] is found["pointwise"] is None
     assert found["thin"].input_grad == "im2col"
+    # Single-channel inputs follow the same rule under both: a sum over taps up to 16 outputs.
+    grey = {}
+    compilation.jit(lambda x: grey.update(few=plan(1, 6), many=plan(1, 32)) or x, xla_options="auto")(jnp.zeros(()))
+    assert (grey["few"].forward, grey["many"].forward) == ("taps", "lax")
 
 
 def test_impl_environment_variable(monkeypatch):
