@@ -88,10 +88,12 @@ def test_plan_under_the_options_keeps_im2col_for_thin_layers_only():
     token = compilation._CPU_OPTIONS_IN_FORCE.set(True)
     try:
         assert plan(64, 64) is None and plan(64, 64, (1, 1)) is None and plan(16, 32) is None
-        thin_in, thin_out = plan(1, 32), plan(64, 4)
+        thin_in, grey, thin_out = plan(3, 32), plan(1, 32), plan(64, 4)
     finally:
         compilation._CPU_OPTIONS_IN_FORCE.reset(token)
     assert (thin_in.forward, thin_in.input_grad, thin_in.kernel_grad) == ("im2col", "im2col", "im2col")
+    # A single-channel input into more than 16 maps: XLA's forward convolution (see plan).
+    assert (grey.forward, grey.input_grad, grey.kernel_grad) == ("lax", "im2col", "im2col")
     assert (thin_out.forward, thin_out.input_grad, thin_out.kernel_grad) == ("im2col", "lax", "im2col")
     assert plan(64, 64) is not None  # outside the options: the YNNPACK-era plan
 
