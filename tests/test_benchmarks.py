@@ -86,3 +86,48 @@ def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="must hold one"):
         report.write_into_readme("x", readme)
+
+
+def test_profile_sums_operation_events_per_step_and_by_kind():
+    from experiments.benchmarks.profile import by_kind, op_times
+
+    events = [
+        {"ph": "X", "name": "transpose_copy_fusion.45", "dur": 3000},
+        {"ph": "X", "name": "transpose_copy_fusion.45", "dur": 1000},
+        {"ph": "X", "name": "transpose_copy_fusion", "dur": 2000},
+        {"ph": "X", "name": "convolution.3", "dur": 500},
+        {"ph": "i", "name": "convolution.3", "dur": 9000},  # not a complete event
+        {"ph": "X", "name": "$train_step.py:154 run", "dur": 9000},  # a Python frame
+        {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 9000},  # the executor's span
+    ]
+    times = op_times(events, steps=2)
+    assert times == {"transpose_copy_fusion.45": 2.0, "transpose_copy_fusion": 1.0, "convolution.3": 0.25}
+    assert by_kind(times) == {"transpose_copy_fusion": 3.0, "convolution": 0.25}
+
+
+@pytest.mark.slow
+def test_profile_command_traces_a_step(tmp_path):
+    out = tmp_path / "prof.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmarks.profile", "--model", "LeNet5", "--batch", "4",
+         "--steps", "2", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["model"], result["batch"], result["steps"]) == ("LeNet5", 4, 2)
+    assert _positive(result["step_ms"]) and result["ops_ms"]
+    assert all(_positive(ms) for ms in result["kinds_ms"].values())
+    # Kinds regroup the same operations: their totals agree.
+    assert math.isclose(sum(result["kinds_ms"].values()), sum(result["ops_ms"].values()), rel_tol=1e-9)
+    assert "by kind:" in proc.stdout
+
+
+def test_profile_rejects_an_unknown_model_and_empty_runs():
+    from experiments.benchmarks.profile import profile
+
+    with pytest.raises(ValueError, match="unknown model 'VGG'"):
+        profile("VGG", 4, 1)
+    with pytest.raises(ValueError, match="steps=0"):
+        profile("LeNet5", 4, 0)
