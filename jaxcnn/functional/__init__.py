@@ -27,8 +27,10 @@ from jaxcnn.functional.pooling import (
     min_pool,
 )
 from jaxcnn.functional.resize import upsample
+from jaxcnn.functional.fusion import materialize
 
 __all__ = [
+    "materialize",
     "PADDING_MODES",
     "conv",
     "conv_transpose",

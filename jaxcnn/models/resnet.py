@@ -34,8 +34,12 @@ class BasicBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
         norm = partial(jnn.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
+        # Each conv's input written once (see F.materialize): XLA:CPU would otherwise
+        # recompute the batch norms, ReLUs and residual additions behind it in the transposes
+        # of its kernel gradient.
+        x = F.materialize(x)
         y = conv(self.features, 3, stride=self.stride, padding=1, name="conv1")(x)
-        y = F.relu(norm(name="bn1")(y, train=train))
+        y = F.materialize(F.relu(norm(name="bn1")(y, train=train)))
         y = conv(self.features, 3, padding=1, name="conv2")(y)
         y = norm(name="bn2")(y, train=train)
         if self.stride != 1 or x.shape[-1] != self.features:
@@ -58,9 +62,10 @@ class Bottleneck(nn.Module):
         conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
         norm = partial(jnn.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
         out = self.features * self.expansion
-        y = F.relu(norm(name="bn1")(conv(self.features, 1, name="conv1")(x), train=train))
+        x = F.materialize(x)  # see BasicBlock
+        y = F.materialize(F.relu(norm(name="bn1")(conv(self.features, 1, name="conv1")(x), train=train)))
         y = conv(self.features, 3, stride=self.stride, padding=1, name="conv2")(y)
-        y = F.relu(norm(name="bn2")(y, train=train))
+        y = F.materialize(F.relu(norm(name="bn2")(y, train=train)))
         y = norm(name="bn3")(conv(out, 1, name="conv3")(y), train=train)
         if self.stride != 1 or x.shape[-1] != out:
             x = conv(out, 1, stride=self.stride, name="downsample_conv")(x)

@@ -1,0 +1,59 @@
+"""``materialize`` is the identity in values and derivatives, and a loop only where it should be."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import compilation
+from jaxcnn import functional as F
+
+ON_CPU = jax.default_backend() == "cpu"
+
+
+def _chain(x):
+    # An elementwise chain like a batch norm, ReLU and residual addition.
+    return jax.nn.relu(x * 1.5 - 0.25) + x
+
+
+def test_values_and_derivatives_are_the_identity_under_the_options():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3, 5)).astype(np.float32))
+    t = jnp.asarray(np.random.default_rng(1).standard_normal((4, 3, 5)).astype(np.float32))
+
+    def run(x, t):
+        y = F.materialize(_chain(x))
+        grad = jax.grad(lambda x: jnp.sum(F.materialize(_chain(x)) ** 2))(x)
+        tangent = jax.jvp(lambda x: F.materialize(_chain(x)), (x,), (t,))[1]
+        return y, grad, tangent
+
+    got = compilation.jit(run, xla_options="auto")(x, t)
+    # The reference: the same chain by NumPy and its derivatives by hand.
+    xn, tn = np.asarray(x), np.asarray(t)
+    pre = xn * 1.5 - 0.25
+    y = np.maximum(pre, 0) + xn
+    dy_dx = (pre > 0) * 1.5 + 1.0
+    np.testing.assert_allclose(got[0], y, rtol=1e-6)
+    np.testing.assert_allclose(got[1], 2 * y * dy_dx, rtol=1e-5)
+    np.testing.assert_allclose(got[2], dy_dx * tn, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_the_copy_changes_no_bit(dtype):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((3, 7)) * 10.0 ** rng.integers(-30, 30, (3, 7)), dtype)
+    x = x.at[0, 0].set(jnp.nan).at[1, 1].set(-jnp.inf).at[2, 2].set(-0.0)
+    if dtype == jnp.float32:
+        x = x.at[0, 1].set(np.float32(1e-40))  # subnormal
+    got = compilation.jit(F.materialize, xla_options="auto")(x)
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(x).view(np.uint8))
+
+
+@pytest.mark.skipif(not ON_CPU, reason="the loop is for XLA:CPU only")
+def test_a_loop_only_on_cpu_under_the_options_and_for_a_batch():
+    def hlo(jit, shape=(4, 8), dtype=jnp.float32):
+        return jit(lambda x: F.materialize(x + x)).lower(jax.ShapeDtypeStruct(shape, dtype)).compile().as_text()
+
+    assert "while" in hlo(compilation.jit)
+    assert "while" not in hlo(jax.jit)  # XLA's defaults: no loop
+    assert "while" not in hlo(compilation.jit, shape=(1, 8))  # nothing to loop over
+    assert "while" not in hlo(compilation.jit, dtype=jnp.int32)  # not a float
