@@ -30,7 +30,6 @@ from jaxcnn.functional.resize import upsample
 from jaxcnn.functional.fusion import materialize
 
 __all__ = [
-    "materialize",
     "PADDING_MODES",
     "conv",
     "conv_transpose",
@@ -72,4 +71,5 @@ __all__ = [
     "max_unpool",
     "min_pool",
     "upsample",
+    "materialize",
 ]

@@ -623,9 +623,9 @@ def depthwise_plan(x_shape, dtype, window, stride, pads: Pads, dilation, precisi
 def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
     """Depthwise convolution ``(N, *in, C)``, ``(*window, 1, C * m)`` -> ``(N, *out, C * m)``.
 
-    The forward pass is :func:`taps_conv` (a loop over batch chunks). The kernel gradient, a reduction over the batch, is accumulated chunk
-    by chunk in cache (:func:`_chunked`); the input gradient is plain transposed JAX, which
-    XLA fuses well. Measured at ``(32, 32, 32, 64)``: about 10x faster than differentiating
+    The forward pass is :func:`taps_conv` (a loop over batch chunks). The kernel gradient, a
+    reduction over the batch, is accumulated chunk by chunk in cache (:func:`_chunked`); the
+    input gradient is plain transposed JAX, which XLA fuses well. Measured at ``(32, 32, 32, 64)``: about 10x faster than differentiating
     the plain sum (see ``experiments/benchmarks``).
     """
     return taps_conv(x, kernel, p)

@@ -44,16 +44,22 @@ def test_the_copy_changes_no_bit(dtype):
     x = x.at[0, 0].set(jnp.nan).at[1, 1].set(-jnp.inf).at[2, 2].set(-0.0)
     if dtype == jnp.float32:
         x = x.at[0, 1].set(np.float32(1e-40))  # subnormal
-    got = compilation.jit(F.materialize, xla_options="auto")(x)
+    # Under jax.jvp the primal output is the loop's copy.
+    got = compilation.jit(lambda x: jax.jvp(F.materialize, (x,), (x,))[0], xla_options="auto")(x)
     np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(x).view(np.uint8))
 
 
 @pytest.mark.skipif(not ON_CPU, reason="the loop is for XLA:CPU only")
-def test_a_loop_only_on_cpu_under_the_options_and_for_a_batch():
-    def hlo(jit, shape=(4, 8), dtype=jnp.float32):
-        return jit(lambda x: F.materialize(x + x)).lower(jax.ShapeDtypeStruct(shape, dtype)).compile().as_text()
+def test_a_loop_only_when_differentiated_on_cpu_under_the_options_and_for_a_batch():
+    def hlo(jit, shape=(4, 8), dtype=jnp.float32, differentiate=True):
+        def f(x):
+            return F.materialize(x + x)
+
+        g = jax.grad(lambda x: jnp.sum(f(x) * x)) if differentiate else f
+        return jit(g).lower(jax.ShapeDtypeStruct(shape, dtype)).compile().as_text()
 
     assert "while" in hlo(compilation.jit)
+    assert "while" not in hlo(compilation.jit, differentiate=False)  # evaluation: no copy
     assert "while" not in hlo(jax.jit)  # XLA's defaults: no loop
     assert "while" not in hlo(compilation.jit, shape=(1, 8))  # nothing to loop over
-    assert "while" not in hlo(compilation.jit, dtype=jnp.int32)  # not a float
+    assert "while" not in hlo(compilation.jit, dtype=jnp.int32, differentiate=False)  # not a float
