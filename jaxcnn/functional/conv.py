@@ -146,9 +146,10 @@ def conv(
         variable ``JAXCNN_CONV_IMPL`` (default ``"auto"``). ``"lax"`` is the reference path,
         one ``lax.conv_general_dilated`` (and JAX's derived gradients). ``"auto"``, on the CPU
         backend for float32/float64 NHWC convolutions with ``groups=1``, computes the kernel
-        gradient (and, for very thin channel counts or 1x1 windows, the forward pass and the
-        input gradient) as matrix products on im2col patches, several times faster on
-        XLA:CPU (:mod:`jaxcnn.functional._fast_conv`); grouped convolutions run as one
+        gradient (and, for very thin channel counts, the forward pass and the input
+        gradient) as matrix products on im2col patches, several times faster on XLA:CPU
+        (:mod:`jaxcnn.functional._fast_conv`); a 1x1 convolution without padding is one
+        matrix product of the (strided) input's rows with the kernel; grouped convolutions run as one
         such convolution per group (up to 8 groups) or a batched matmul on shifted slices,
         and depthwise ones as elementwise products of shifted slices with a chunked kernel
         gradient, 3-50x faster to differentiate there; elsewhere it is ``"lax"``.
@@ -226,6 +227,8 @@ def conv(
         pad = ((0, 0),) * n
         in_sizes = x.shape[1:-1] if last else x.shape[2:]
 
+    if _fast_conv.use_pointwise(impl, x.dtype, window, pad, channels_last=last, groups=groups):
+        return _add_bias(_fast_conv.pointwise_conv(x, kernel, stride, precision), bias, last)
     fast = _fast_conv.plan(
         impl, x.shape, x.dtype, tuple(window), c_out, stride, tuple(pad), dilation, precision,
         channels_last=last, groups=groups,

@@ -56,8 +56,9 @@ def _value_and_derivatives(f, x, w, seed=1):
 
 
 # (input spatial, C_in, C_out, window, stride, padding, dilation): every rank, strides,
-# asymmetric and "SAME" padding, dilation, 1x1 windows and thin channels (where "auto" also
-# uses im2col for the forward pass and the input gradient); single-channel inputs, whose
+# asymmetric and "SAME" padding, dilation, 1x1 windows (one matmul under "auto", every rank)
+# and thin channels (where "auto" also uses im2col for the forward pass and the input
+# gradient); single-channel inputs, whose
 # forward pass "auto" takes as a sum over taps (up to 16 outputs) or by lax (more); the last
 # four are strided layers whose input gradient "auto" takes by input phase.
 CONV_GRID = [
@@ -72,6 +73,8 @@ CONV_GRID = [
     ((8, 7), 4, 8, (3, 3), 2, "SAME", 1),
     ((8, 8), 5, 6, (1, 1), 2, 0, 1),
     ((8, 8), 5, 6, (1, 1), 1, 0, 1),
+    ((12,), 4, 3, (1,), 3, 0, 1),
+    ((4, 5, 3), 3, 5, (1, 1, 1), (1, 2, 1), 0, 2),
     ((12,), 2, 3, (5,), 3, 2, 2),
     ((5, 6, 4), 2, 3, (3, 1, 2), (2, 1, 1), ((1, 0), (0, 0), (1, 1)), (1, 1, 2)),
     ((9, 8), 10, 12, (3, 3), 2, 1, 1),
@@ -233,6 +236,10 @@ def test_auto_selection_rules():
     assert ("conv_general_dilated" not in grouped) == on_cpu
     xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
     assert not _uses_fast_path(lambda x, w: F.conv(x, w), xb, wb)
+    # A 1x1 convolution without padding is a matmul, in every derivative.
+    w1 = jnp.ones((1, 1, 4, 8))
+    pointwise = str(jax.make_jaxpr(jax.grad(lambda x, w: F.conv(x, w, stride=2).sum(), argnums=(0, 1)))(x, w1))
+    assert ("conv_general_dilated" not in pointwise and "dot_general" in pointwise) == on_cpu
     # The module goes through the same op.
     module = jnn.Conv(8, 3)
     variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
@@ -259,7 +266,14 @@ def test_auto_plan_per_pass():
     # The sum over taps loops over chunks of at most half the batch (see taps_conv).
     assert thin_both.wide_chunk <= 4 and plan(3, 6).wide_chunk == 8
     assert (thin_out.forward, thin_out.input_grad, thin_out.kernel_grad) == ("im2col", "lax", "im2col")
-    assert (pointwise.forward, pointwise.input_grad, pointwise.kernel_grad) == ("im2col", "im2col", "im2col")
+    # A 1x1 window without padding is one matmul under "auto" (use_pointwise); the plan,
+    # were it asked, would treat it as any other wide layer.
+    assert (pointwise.forward, pointwise.input_grad, pointwise.kernel_grad) == ("lax", "lax", "im2col")
+    assert _fast_conv.use_pointwise("auto", jnp.float32, (1, 1), ((0, 0),) * 2, channels_last=True, groups=1)
+    assert not _fast_conv.use_pointwise("auto", jnp.float32, (1, 1), ((1, 1),) * 2, channels_last=True, groups=1)
+    assert not _fast_conv.use_pointwise("im2col", jnp.float32, (1,), ((0, 0),), channels_last=True, groups=1)
+    assert not _fast_conv.use_pointwise("auto", jnp.float32, (1, 1), ((0, 0),) * 2, channels_last=True, groups=2)
+    assert not _fast_conv.use_pointwise("auto", jnp.bfloat16, (1, 1), ((0, 0),) * 2, channels_last=True, groups=1)
 
 
 def test_auto_plan_takes_strided_input_gradients_by_phase():
@@ -284,7 +298,7 @@ def test_auto_plan_takes_strided_input_gradients_by_phase():
     default = passes()
     assert default["allconv"][4:7] == ("lax", "phase", "im2col")
     assert default["wide"].input_grad == default["unstrided"].input_grad == default["dilated"].input_grad == "lax"
-    assert default["thin"].input_grad == default["pointwise"].input_grad == "im2col"
+    assert default["thin"].input_grad == "im2col"
     found = {}
     compilation.jit(lambda x: found.update(passes()) or x, xla_options="auto")(jnp.zeros(()))
     assert found["allconv"][4:7] == ("lax", "phase", "lax")
