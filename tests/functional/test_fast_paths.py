@@ -171,6 +171,44 @@ def test_grouped_conv_fast_path_matches_lax(spatial, c_in, c_out, window, stride
     _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
 
 
+# Under "auto": few channels per group, or more than SPLIT_GROUPS groups, within
+# BLOCK_DIAGONAL_MAX_CHANNELS take one dense convolution with a block-diagonal kernel; the
+# last case (16 channels per group, 4 groups) keeps the split.
+BLOCK_DIAGONAL_GRID = [
+    ((9, 8), 8, 8, (3, 3), 1, 1, 1, 4, True),
+    ((9, 8), 8, 12, (3, 2), 2, ((1, 0), (1, 1)), (1, 2), 2, True),
+    ((10,), 18, 9, (3,), 1, "SAME", 1, 9, True),
+    ((4, 5, 3), 6, 6, (1, 1, 1), 1, 0, 1, 3, True),
+    ((7, 6), 64, 64, (3, 3), 1, 1, 1, 4, False),
+]
+
+
+@pytest.mark.parametrize("spatial, c_in, c_out, window, stride, padding, dilation, groups, dense", BLOCK_DIAGONAL_GRID)
+def test_grouped_conv_block_diagonal_matches_lax(
+    monkeypatch, spatial, c_in, c_out, window, stride, padding, dilation, groups, dense
+):
+    x = _random((2, *spatial, c_in), 0)
+    w = _random((*window, c_in // groups, c_out), 1) / np.float32(np.sqrt(np.prod(window) * c_in / groups))
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    calls = []
+    real = _fast_conv.block_diagonal
+    monkeypatch.setattr(_fast_conv, "block_diagonal", lambda k, g: calls.append(g) or real(k, g))
+    fast = lambda x, w: F.conv(x, w, impl="auto", **kw)  # noqa: E731
+    ref = lambda x, w: F.conv(x, w, impl="lax", **kw)  # noqa: E731
+    _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
+    assert bool(calls) == (dense and jax.default_backend() == "cpu")
+
+
+def test_block_diagonal_kernel_against_numpy_loops():
+    kernel = np.asarray(_random((2, 3, 2, 6), 0))  # 3 groups: 2 input and 2 output channels each
+    expected = np.zeros((2, 3, 6, 6), np.float32)
+    for g in range(3):
+        for c in range(2):
+            for j in range(2):
+                expected[:, :, 2 * g + c, 2 * g + j] = kernel[:, :, c, 2 * g + j]
+    np.testing.assert_array_equal(np.asarray(_fast_conv.block_diagonal(jnp.asarray(kernel), 3)), expected)
+
+
 def test_conv_chunks_over_the_batch(monkeypatch):
     """Patches are built a few images at a time (a scan); chunking changes no number."""
     x, w = _random((6, 7, 7, 3), 0), _random((3, 3, 3, 4), 1)
