@@ -8,7 +8,9 @@ Rerunning ``train`` on an existing workdir resumes from its latest checkpoint. B
 (an unknown config file, an unknown override key, a value of the wrong type) exits with
 code 2 and a message naming the problem. The command sets no XLA flags; on CPU it compiles
 the steps with the per-computation options of :mod:`jaxcnn.compilation`, says so at start,
-and ``--config.xla_options=none`` turns them off.
+and ``--config.xla_options=none`` turns them off. ``train`` and ``eval`` let the process keep
+the memory it frees (:mod:`jaxcnn.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default``
+opts out).
 """
 
 from __future__ import annotations
@@ -106,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.field=value)")
     command = {"train": _train, "eval": _eval, "summary": _summary}[args.command]
+    if args.command in ("train", "eval"):
+        from jaxcnn import host_memory
+
+        try:
+            print(f"Host memory: {host_memory.keep_freed_memory()}", flush=True)
+        except ValueError as err:
+            parser.error(str(err))
     return command(parser, args, extra)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxcnn import host_memory
 from jaxcnn.compilation import compiler_options
 
 
@@ -188,6 +189,7 @@ def write_run_record(workdir: str | os.PathLike, config: ml_collections.ConfigDi
         # What the steps were compiled with (jax.pmap takes no compiler options).
         "xla_compiler_options": None if config.get("parallel") == "pmap"
         else compiler_options(config.get("xla_options", "auto")),
+        "host_memory": host_memory.state(),
         **(code if code is not None else code_version()),
         **environment(),
     }

@@ -1,6 +1,7 @@
 """The jaxcnn command: config loading, overrides, error exits, and a real train/eval/summary."""
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,11 @@ def test_console_script_trains_resumes_and_evaluates(tmp_path, data_dir, capsys)
     assert (options is not None) == (jax.default_backend() == "cpu")
     if options:
         assert f"XLA options {options}" in first.stdout and "--config.xla_options=none" in first.stdout
+    # ... and that the process keeps the memory it frees (Linux/glibc), and how to opt out.
+    assert run["host_memory"].split(" ")[0] in ("keep", "default")
+    assert f"Host memory: {run['host_memory']}" in first.stdout
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert run["host_memory"].startswith("keep") and "JAXCNN_HOST_MEMORY=default" in run["host_memory"]
     assert run["config_name"] == "mnist_simple_cnn"
     assert (workdir / "config.json").exists() and (workdir / "metrics.jsonl").exists()
     assert (workdir / "plots" / "loss.png").exists()

@@ -21,7 +21,10 @@ per-round ratios beside it. The suite sets no XLA flag and no JAX option: what r
 library's default (jaxcnn's steps are compiled by ``jaxcnn.compilation.jit``, as its
 training loop compiles them; the peers with XLA's defaults); ``XLA_FLAGS``,
 ``JAXCNN_CONV_IMPL`` and ``JAXCNN_XLA_OPTIONS`` from the environment are honoured and
-recorded in the JSON. Numbers depend on the machine and its load: rerun, don't copy.
+recorded in the JSON. Like the ``jaxcnn`` command, the suite lets its process keep the
+memory it frees (:mod:`jaxcnn.host_memory`), which applies to every framework in it;
+``JAXCNN_HOST_MEMORY=default`` opts out. Numbers depend on the machine and its load: rerun,
+don't copy.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 
 from experiments.benchmarks import micro, report, roofline, train_step
 from experiments.benchmarks.timing import environment
+from jaxcnn import host_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("matmul", "train", "micro", "gpu")
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_path = Path(args.out) if args.out else RESULTS / ("bench_quick.json" if quick else "bench.json")
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
+    host = host_memory.keep_freed_memory()
     started = time.perf_counter()
     data: dict = {
         "schema": SCHEMA,
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     log(f"jaxcnn benchmarks ({'quick' if quick else 'full'}); no XLA flags set by the suite; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; jaxcnn compiler options: {data['environment']['jaxcnn_compiler_options']}")
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; jaxcnn compiler options: {data['environment']['jaxcnn_compiler_options']}; "
+        f"host memory: {host}")
 
     size = 512 if quick else 2048
     data["matmul"] = roofline.run(size, rounds=rounds, reps=2 if quick else 5)

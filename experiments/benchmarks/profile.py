@@ -7,7 +7,8 @@ Command (from the repository root)::
 
 It builds the same step as the ``jaxcnn`` column of :mod:`.train_step` (the model from
 ``jaxcnn.models``, ``make_train_step``, Adam, compiled by ``jaxcnn.compilation.jit`` with
-the state donated), runs a few warm-up steps, then traces ``--steps`` steps with
+the state donated, in a process that keeps the memory it frees as the ``jaxcnn`` command's
+does: :mod:`jaxcnn.host_memory`), runs a few warm-up steps, then traces ``--steps`` steps with
 ``jax.profiler`` and sums the duration of each XLA operation (a fusion, a convolution, a
 copy) over them. It prints the wall time per step, the operations that took longest and
 the same grouped by kind (the name before the first ``.``: ``transpose_copy_fusion``,
@@ -34,6 +35,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from jaxcnn import host_memory
 
 # Events that are not XLA operations: Python frames ("$file.py:line name"), the executor's
 # own spans and the runtime's dispatch.
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    # As the jaxcnn command and the benchmarks run (JAXCNN_HOST_MEMORY=default opts out).
+    print(f"host memory: {host_memory.keep_freed_memory()}")
     result = profile(args.model, args.batch, args.steps)
     print(f"{args.model} batch {args.batch}: {result['step_ms']:.1f} ms per step (wall, {args.steps} traced steps)")
     print(_table("\nby operation:", result["ops_ms"], result["step_ms"], args.top))

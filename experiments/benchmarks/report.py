@@ -117,6 +117,7 @@ def summary(data: dict[str, Any]) -> str:
         f"jax {env.get('jax')} ({env.get('jax_backend')}), flax {env.get('flax')}, torch {torch.get('version')} "
         f"({torch.get('threads')} threads), XLA_FLAGS={env.get('xla_flags')!r}, "
         f"jaxcnn compiler options: {env.get('jaxcnn_compiler_options')}",
+        f"host memory (every framework): {env.get('host_memory', 'not recorded')}",
         f"timing: {data.get('settings', {}).get('rounds')} interleaved rounds; figures are the best round, "
         "ratios best/best with the median of per-round ratios beside them",
     ]

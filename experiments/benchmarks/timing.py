@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
+from jaxcnn import host_memory
 from jaxcnn.compilation import compiler_options
 
 
@@ -144,5 +145,7 @@ def environment() -> dict:
         "jaxcnn_conv_impl_env": os.environ.get("JAXCNN_CONV_IMPL", ""),
         # The per-computation options the jaxcnn candidates are compiled with.
         "jaxcnn_compiler_options": compiler_options(),
+        # Whether this process's malloc keeps freed memory (jaxcnn.host_memory), for every framework.
+        "host_memory": host_memory.state(),
         "git_revision": _git_revision(),
     }
