@@ -77,7 +77,7 @@ def test_options_take_convolutions_from_ynnpack():
 
 
 @pytest.mark.skipif(not ON_CPU, reason="the fast paths are CPU-only")
-def test_plan_under_the_options_keeps_im2col_for_thin_layers_only():
+def test_plan_under_the_options_keeps_im2col_for_few_channels_only():
     def plan(c_in, c_out, window=(3, 3)):
         pads = ((1, 1), (1, 1)) if window == (3, 3) else ((0, 0), (0, 0))
         return _fast_conv.plan(
@@ -88,13 +88,15 @@ def test_plan_under_the_options_keeps_im2col_for_thin_layers_only():
     token = compilation._CPU_OPTIONS_IN_FORCE.set(True)
     try:
         assert plan(64, 64) is None and plan(64, 64, (1, 1)) is None and plan(16, 32) is None
-        thin_in, grey, thin_out = plan(3, 32), plan(1, 32), plan(64, 4)
+        thin_in, grey, thin_out, lenet2 = plan(3, 32), plan(1, 32), plan(64, 4), plan(6, 16)
     finally:
         compilation._CPU_OPTIONS_IN_FORCE.reset(token)
-    assert (thin_in.forward, thin_in.input_grad, thin_in.kernel_grad) == ("im2col", "im2col", "im2col")
-    # A single-channel input into more than 16 maps: XLA's forward convolution (see plan).
+    # XLA's forward pass everywhere; im2col keeps the input gradient into few channels and
+    # the kernel gradient of a grey or RGB input into many maps (see plan).
+    assert (thin_in.forward, thin_in.input_grad, thin_in.kernel_grad) == ("lax", "im2col", "im2col")
     assert (grey.forward, grey.input_grad, grey.kernel_grad) == ("lax", "im2col", "im2col")
-    assert (thin_out.forward, thin_out.input_grad, thin_out.kernel_grad) == ("im2col", "lax", "im2col")
+    assert thin_out is None
+    assert (lenet2.forward, lenet2.input_grad, lenet2.kernel_grad) == ("lax", "im2col", "lax")
     assert plan(64, 64) is not None  # outside the options: the YNNPACK-era plan
 
 

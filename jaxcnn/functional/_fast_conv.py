@@ -151,10 +151,17 @@ def plan(
     ``"lax"``: ``None``. Otherwise the fast path needs channels last and ``groups == 1``.
     ``"im2col"``: every pass by im2col. ``"auto"``: only on the CPU backend and for
     float32/float64. When the computation is compiled with jaxcnn's CPU options
-    (:func:`jaxcnn.compilation.cpu_options_in_force`), only for thin layers (``C_in`` or
-    ``C_out`` at most ``THIN_OUTPUT``); the rules below then apply to them. Under XLA's
-    default options (YNNPACK convolutions), for every layer, with (measured per pass on 2 AVX2
-    cores, SimpleCNN/LeNet/ResNet/U-Net layer shapes):
+    (:func:`jaxcnn.compilation.cpu_options_in_force`), XLA's own (Eigen) convolution takes
+    the forward pass (but the single-channel rule below) and the kernel gradient, except that
+    of a grey or RGB input into many maps (``C_in <= THIN_INPUT < THIN_OUTPUT < C_out``),
+    which stays im2col; the input gradient follows the rules below. Measured on 2 cores,
+    fwd + bwd of single layers, Eigen against im2col: LeNet's 6 to 16 maps (5x5, batch 128)
+    1.4x faster with Eigen's kernel gradient, 64 to 8 maps (3x3, 64x64) 3.8x with Eigen
+    everywhere, RGB stems 1.8-2.2x in isolation; in whole train steps LeNet-5 1.08-1.2x
+    faster, while SimpleCNN's first layer (1 to 32 maps) with Eigen's kernel gradient made
+    its steps at batch 32 1.03-1.1x slower, hence the exception. Under XLA's default options
+    (YNNPACK convolutions), for every layer, with (measured per pass on 2 AVX2 cores,
+    SimpleCNN/LeNet/ResNet/U-Net layer shapes):
 
     - kernel gradient: im2col (1.3-4x faster than Eigen's kernel-gradient convolution at
       ResNet and U-Net sizes, 2-3x on SimpleCNN's layers), except when both channel counts
@@ -201,17 +208,21 @@ def plan(
         not thin and math.prod(window) > 1
         and any(s > 1 for s in stride) and all(d == 1 for d in dilation)
     )
-    if cpu_options_in_force() and not thin:
-        # Compiled with jaxcnn.compilation.CPU_OPTIONS, XLA's own convolutions run every pass
-        # 1.2-1.6x faster than the im2col plan below.
-        return Plan(stride, pads, dilation, precision, "lax", "phase", "lax", chunk, wide) if by_phase else None
-    forward = "im2col" if c_in <= THIN_INPUT or c_out <= THIN_OUTPUT else "lax"
+    options = cpu_options_in_force()
+    if options:
+        # Compiled with jaxcnn.compilation.CPU_OPTIONS, XLA's own (Eigen) convolutions run
+        # the forward pass and the kernel gradient faster than im2col, thin layers included,
+        # but for the kernel gradient of a grey or RGB input into many maps (see docstring).
+        forward = "lax"
+        kernel_grad = "im2col" if c_in <= THIN_INPUT and c_out > THIN_OUTPUT else "lax"
+    else:
+        forward = "im2col" if c_in <= THIN_INPUT or c_out <= THIN_OUTPUT else "lax"
+        kernel_grad = "lax" if c_in <= THIN_INPUT and c_out <= THIN_OUTPUT else "im2col"
     if c_in == 1 and math.prod(window) > 1:
         forward = "taps" if c_out <= TAPS_MAX_OUTPUT else "lax"
         if forward == "taps":
             wide = _loop_chunk(x_shape[0], math.prod(outs) * c_out * itemsize)
     input_grad = "im2col" if c_in <= THIN_OUTPUT else "phase" if by_phase else "lax"
-    kernel_grad = "lax" if c_in <= THIN_INPUT and c_out <= THIN_OUTPUT else "im2col"
     if forward == input_grad == kernel_grad == "lax":
         return None
     return Plan(stride, pads, dilation, precision, forward, input_grad, kernel_grad, chunk, wide)

@@ -95,6 +95,27 @@ def test_conv_fast_path_matches_lax(impl, spatial, c_in, c_out, window, stride, 
     _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
 
 
+@pytest.mark.parametrize("spatial, c_in, c_out, window, stride, padding, dilation", [
+    ((9, 8), 3, 12, (3, 3), 1, 1, 1),  # RGB into many maps: im2col input and kernel gradients
+    ((10, 9), 6, 10, (5, 5), 1, 0, 1),  # LeNet's second layer: im2col input gradient only
+    ((8, 8), 16, 2, (3, 3), 1, "SAME", 1),  # few outputs: lax everywhere
+    ((9, 8), 10, 12, (3, 3), 2, 1, 1),  # strided: input gradient by phase
+])
+def test_conv_fast_path_under_the_options_matches_lax(spatial, c_in, c_out, window, stride, padding, dilation):
+    """The plans taken when compiled with jaxcnn's CPU options (the training loop's)."""
+    x = _random((3, *spatial, c_in), 0)
+    w = _random((*window, c_in, c_out), 1) / np.float32(np.sqrt(np.prod(window) * c_in))
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    fast = lambda x, w: F.conv(x, w, impl="auto", **kw)  # noqa: E731
+    ref = lambda x, w: F.conv(x, w, impl="lax", **kw)  # noqa: E731
+    ct = _random(jax.eval_shape(fast, x, w).shape, 2)
+
+    def run(f):
+        return compilation.jit(lambda x, w: (f(x, w), jax.vjp(f, x, w)[1](ct)))(x, w)
+
+    _close(run(fast), run(ref))
+
+
 # (input spatial, window, stride, padding, dilation): the phase decomposition on its own,
 # including dilations that share a factor with the stride (fewer, denser phases), windows
 # smaller than the stride (fewer phases than the stride) and one-tap phases.
