@@ -7,8 +7,9 @@ several times slower than the matrix product it is: 2-4x at SimpleCNN, ResNet-18
 layer sizes (measured on 2 AVX2 cores). Very thin channel counts (a grey or RGB first layer,
 LeNet's 6 maps) are slow in the other passes too. Compiled with
 :data:`jaxcnn.compilation.CPU_OPTIONS`, XLA runs convolutions itself (Eigen), faster than
-both YNNPACK and the im2col below for ordinary channel counts; :func:`plan` then keeps the
-fast path for thin layers only. A 1x1 convolution without padding is, in every mode, one
+both YNNPACK and the im2col below in most passes; :func:`plan` then keeps im2col for the
+input gradient into few channels and the kernel gradient of a grey or RGB first layer, and
+the phase form for strided layers' input gradients. A 1x1 convolution without padding is, in every mode, one
 matmul of the input's rows (:func:`pointwise_conv`): faster than either convolution.
 
 What. Each pass can be one ``dot_general`` on patches built from shifted (strided) slices:
@@ -208,8 +209,7 @@ def plan(
         not thin and math.prod(window) > 1
         and any(s > 1 for s in stride) and all(d == 1 for d in dilation)
     )
-    options = cpu_options_in_force()
-    if options:
+    if cpu_options_in_force():
         # Compiled with jaxcnn.compilation.CPU_OPTIONS, XLA's own (Eigen) convolutions run
         # the forward pass and the kernel gradient faster than im2col, thin layers included,
         # but for the kernel gradient of a grey or RGB input into many maps (see docstring).

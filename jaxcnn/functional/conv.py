@@ -149,9 +149,10 @@ def conv(
         gradient (and, for very thin channel counts, the forward pass and the input
         gradient) as matrix products on im2col patches, several times faster on XLA:CPU
         (:mod:`jaxcnn.functional._fast_conv`); a 1x1 convolution without padding is one
-        matrix product of the (strided) input's rows with the kernel; grouped convolutions run as one
-        such convolution per group (up to 8 groups) or a batched matmul on shifted slices,
-        and depthwise ones as elementwise products of shifted slices with a chunked kernel
+        matrix product of the (strided) input's rows with the kernel; grouped convolutions
+        run as one dense convolution with a block-diagonal kernel (few channels per group or
+        many groups, up to 128 channels), one convolution per group (up to 8 groups) or a
+        batched matmul on shifted slices, and depthwise ones as elementwise products of shifted slices with a chunked kernel
         gradient, 3-50x faster to differentiate there; elsewhere it is ``"lax"``.
         ``"im2col"`` uses the matrix products for every pass where supported. All give the
         same values and gradients up to float rounding (tested), forward mode included. Read
