@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
+
+from jaxcnn.settings import resolve
 
 ENV_VAR = "JAXCNN_XLA_OPTIONS"
 CHOICES = ("auto", "none")
@@ -48,12 +49,8 @@ CPU_OPTIONS: dict[str, str] = {
 def resolve_choice(choice: str | None) -> str:
     """``choice`` or, when ``None``, ``$JAXCNN_XLA_OPTIONS`` (default ``"auto"``), validated
     against :data:`CHOICES` (the error names where the value came from)."""
-    source = "choice"
-    if choice is None:
-        choice, source = os.environ.get(ENV_VAR, "") or "auto", f"${ENV_VAR}"
-    if choice not in CHOICES:
-        raise ValueError(f"compiler_options: unknown {source}={choice!r}; expected one of {CHOICES}")
-    return choice
+    return resolve(choice, argument="choice", env_var=ENV_VAR, default="auto", choices=CHOICES,
+                   op="compiler_options")[0]
 
 
 def compiler_options(choice: str | None = None, backend: str | None = None) -> dict[str, str] | None:

@@ -23,8 +23,9 @@ leaves malloc as it is. On other C libraries it does nothing and says why.
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
+
+from jaxcnn.settings import resolve
 
 ENV_VAR = "JAXCNN_HOST_MEMORY"
 CHOICES = ("keep", "default")
@@ -44,11 +45,8 @@ def keep_freed_memory(choice: str | None = None) -> str:
     ``"default"``: nothing changes. Raises ``ValueError`` for any other choice.
     """
     global _state
-    source = "choice"
-    if choice is None:
-        choice, source = os.environ.get(ENV_VAR, "") or "keep", f"${ENV_VAR}"
-    if choice not in CHOICES:
-        raise ValueError(f"keep_freed_memory: unknown {source}={choice!r}; expected one of {CHOICES}")
+    choice, source = resolve(choice, argument="choice", env_var=ENV_VAR, default="keep", choices=CHOICES,
+                             op="keep_freed_memory")
     if choice == "default":
         _state = f"default ({ENV_VAR}=default)" if source != "choice" else "default (asked)"
         return _state

@@ -52,7 +52,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 from typing import Any, NamedTuple
 
 import jax
@@ -62,6 +61,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from jaxcnn.compilation import cpu_options_in_force
+from jaxcnn.settings import resolve
 
 ENV_VAR = "JAXCNN_CONV_IMPL"
 IMPLS = ("auto", "lax", "im2col")
@@ -99,12 +99,12 @@ class Plan(NamedTuple):
 
 def resolve_impl(impl: str | None, op: str) -> str:
     """``impl`` or, when ``None``, ``$JAXCNN_CONV_IMPL`` (default ``"auto"``), validated."""
-    source = "impl"
-    if impl is None:
-        impl, source = os.environ.get(ENV_VAR, "") or "auto", f"${ENV_VAR}"
-    if impl not in IMPLS:
-        raise ValueError(f"{op}: unknown {source}={impl!r}; expected one of {IMPLS}")
-    return impl
+    return resolve(impl, argument="impl", env_var=ENV_VAR, default="auto", choices=IMPLS, op=op)[0]
+
+
+def _cpu_float(dtype: Any) -> bool:
+    """Whether "auto" may take a CPU fast path: the CPU backend and a float32/float64 dtype."""
+    return jax.default_backend() == "cpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
 
 def out_sizes(
@@ -201,7 +201,7 @@ def plan(
     wide = _chunk(x_shape[0], per_image, WIDE_CHUNK_BYTES)
     if impl == "im2col":
         return Plan(stride, pads, dilation, precision, "im2col", "im2col", "im2col", chunk, wide)
-    if jax.default_backend() != "cpu" or jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+    if not _cpu_float(dtype):
         return None
     c_in = x_shape[-1]
     thin = c_in <= THIN_OUTPUT or c_out <= THIN_OUTPUT
@@ -529,7 +529,7 @@ def plan_transpose(
     p = Plan(stride, pads, dilation, precision, "im2col", "im2col", "im2col", 0, 0)
     if impl == "im2col":
         return p
-    if jax.default_backend() != "cpu" or jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+    if not _cpu_float(dtype):
         return None
     return p if any(s > 1 for s in stride) else None
 
@@ -545,9 +545,7 @@ def use_pointwise(impl: str, dtype: Any, window, pads: Pads, *, channels_last: b
     """
     return (
         impl == "auto" and channels_last and groups == 1
-        and math.prod(window) == 1 and all(p == (0, 0) for p in pads)
-        and jax.default_backend() == "cpu"
-        and jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+        and math.prod(window) == 1 and all(p == (0, 0) for p in pads) and _cpu_float(dtype)
     )
 
 
@@ -577,7 +575,7 @@ def use_grouped(impl: str, dtype: Any, *, channels_last: bool, groups: int) -> b
         return False
     if impl == "im2col":
         return True
-    return jax.default_backend() == "cpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+    return _cpu_float(dtype)
 
 
 def _shifted(x: jnp.ndarray, window, stride, pads, dilation) -> list[jnp.ndarray]:
