@@ -475,7 +475,10 @@ def matmul_transpose(
     n, batch, in_sizes = len(window), x.shape[0], x.shape[1:-1]
     k = kernel.reshape(-1, kernel.shape[-1])
     cols = lax.dot_general(x, k, (((x.ndim - 1,), (1,)), ((), ())), precision=p.precision)  # (N, *in, T*C)
-    cols = cols.reshape((*cols.shape[:-1], math.prod(window), c))
+    # One (N, *in, C) array per tap by a split, whose transpose is one concatenation: indexing
+    # the taps instead transposes to one full-size pad per tap, summed (3x3/2 input gradient
+    # on its own, without the kernel's: 22 ms against 2 ms at (32, 16, 16, 64)).
+    cols = lax.split(cols, [c] * math.prod(window), axis=cols.ndim - 1)
     rows = [-(-size // s) for size, s in zip(out_spatial, p.stride)]  # output cells per phase, rounded up
     # Per axis and phase r: the taps o landing there and the input offset q of output row j
     # (input cell j + q); Python's floor division is exact where the remainder is zero.
@@ -491,7 +494,7 @@ def matmul_transpose(
             t = int(np.ravel_multi_index([o for o, _ in combo], window))
             # Negative padding crops: row j of the result is input cell j + q, zero outside.
             config = [(0, 0, 0), *((-q, j - m + q, 0) for (_, q), j, m in zip(combo, rows, in_sizes)), (0, 0, 0)]
-            placed = lax.pad(cols[..., t, :], zero, config)
+            placed = lax.pad(cols[t], zero, config)
             total = placed if total is None else total + placed
         phases.append(jnp.zeros((batch, *rows, c), x.dtype) if total is None else total)
     # (s_1, .., s_n, N, J_1, .., J_n, C) -> (N, J_1, s_1, .., J_n, s_n, C): phase r of axis a
