@@ -64,6 +64,18 @@ def test_quick_benchmark_writes_schema(tmp_path):
             # The fast paths are checked against the lax reference in the same run.
             assert row["max_abs_diff_vs_lax_relative"] < 1e-4, row
 
+    passes = data["passes"]
+    assert {(row["op"], row["pass"]) for row in passes} >= {
+        ("conv 3x3", "forward"), ("conv 3x3", "input gradient"), ("conv 3x3", "kernel gradient"),
+        ("conv_transpose 3x3 stride 2", "input gradient"), ("depthwise 3x3", "kernel gradient"),
+    }
+    for row in passes:
+        assert _positive(row["ms_best"]) and row["ms_best"] <= row["ms_median"]
+        if row["framework"] == "jaxcnn":
+            # Each pass of the fast paths matches the same pass of impl="lax" in the same run.
+            assert row["max_abs_diff_vs_lax_relative"] < 1e-4, row
+            assert _positive(row["vs_best_torch"]["speedup_best"])
+
     gpu = data["gpu"]
     assert "skipped" in gpu or _positive(gpu["images_per_s_best"])
 
@@ -74,6 +86,7 @@ def test_quick_benchmark_writes_schema(tmp_path):
     )
     assert report.returncode == 0, report.stderr
     assert "| SimpleCNN |" in report.stdout and "| conv 3x3 |" in report.stdout
+    assert "| conv 3x3 | kernel gradient |" in report.stdout
 
 
 def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):

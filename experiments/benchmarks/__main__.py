@@ -13,6 +13,8 @@ Parts (each module's docstring says exactly what it measures):
 - ``train`` (:mod:`.train_step`): train-step images/s and memory for SimpleCNN (28x28x1),
   LeNet-5, ResNet-18 (32x32x3, small stem) and U-Net (64x64x3), frameworks interleaved;
 - ``micro`` (:mod:`.micro`): forward + backward of single conv and pooling layers;
+- ``passes`` (:mod:`.passes`): the forward pass, input gradient and kernel gradient of each
+  conv layer of ``micro``, timed one by one against PyTorch's (where the gap lies);
 - ``gpu`` (:mod:`.gpu`): ResNet-50 bfloat16 images/s and MFU, skipped without a GPU.
 
 Timing is interleaved (:mod:`.timing`): within a group, every candidate runs once per round,
@@ -36,12 +38,12 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.benchmarks import micro, report, roofline, train_step
+from experiments.benchmarks import micro, passes, report, roofline, train_step
 from experiments.benchmarks.timing import environment
 from jaxcnn import host_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("matmul", "train", "micro", "gpu")
+PARTS = ("matmul", "train", "micro", "passes", "gpu")
 SCHEMA = "jaxcnn-benchmarks/1"
 
 
@@ -49,7 +51,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds: a smoke test (~1-2 min)")
     parser.add_argument(
-        "--only", choices=("train", "micro", "gpu"), action="append",
+        "--only", choices=("train", "micro", "passes", "gpu"), action="append",
         help="run only this part (repeatable); the matmul reference always runs",
     )
     parser.add_argument("--batch-sizes", help="comma-separated batch sizes for every model, e.g. 32,128")
@@ -73,7 +75,7 @@ def _csv(value: str | None, allowed, what: str) -> list[str] | None:
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
     quick = args.quick
-    parts = set(args.only or ("train", "micro", "gpu"))
+    parts = set(args.only or ("train", "micro", "passes", "gpu"))
     rounds = args.rounds or (2 if quick else 5)
     models = _csv(args.models, train_step.MODELS, "models") or list(train_step.MODELS)
     frameworks = tuple(_csv(args.frameworks, train_step.FRAMEWORKS, "frameworks") or train_step.FRAMEWORKS)
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
         data["train"] = rows
     if "micro" in parts:
         data["micro"] = micro.run(quick, rounds=rounds, reps=1 if quick else 3, reference_gflops=reference, log=log)
+    if "passes" in parts:
+        data["passes"] = passes.run(quick, rounds=rounds, reps=1 if quick else 3, log=log)
     if "gpu" in parts:
         from experiments.benchmarks import gpu
 

@@ -79,25 +79,33 @@ def _flops(case: dict[str, Any]) -> float | None:
     return None
 
 
-def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
+def conv_setup(case: dict[str, Any]) -> tuple[Callable, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """``(op, x, w, ct)`` of a conv or conv_transpose case: ``op(x, w, impl)`` through
+    ``jaxcnn.functional`` (NHWC, HWIO), seeded inputs and a cotangent of the output's shape."""
     from jaxcnn import functional as F
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(case["x"]).astype(np.float32))
+    k, c_in, c_out = case["window"], case["x"][-1], case["c_out"]
+    if case["kind"] == "conv":
+        shape = (k, k, c_in // case["groups"], c_out)
+        kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
+        op = lambda x, w, impl: F.conv(x, w, impl=impl, **kw)  # noqa: E731
+    else:
+        shape = (k, k, c_in, c_out)
+        kw = dict(stride=case["stride"], padding=case["padding"], output_padding=case["output_padding"])
+        op = lambda x, w, impl: F.conv_transpose(x, w, impl=impl, **kw)  # noqa: E731
+    w = jnp.asarray((rng.standard_normal(shape) / math.sqrt(k * k * c_in)).astype(np.float32))
+    ct = jnp.asarray(rng.standard_normal(op(x, w, "lax").shape).astype(np.float32))
+    return op, x, w, ct
+
+
+def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
+    from jaxcnn import functional as F
+
     kind = case["kind"]
     if kind in ("conv", "conv_transpose"):
-        k, c_in, c_out = case["window"], case["x"][-1], case["c_out"]
-        if kind == "conv":
-            shape = (k, k, c_in // case["groups"], c_out)
-            kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
-            op = lambda x, w, impl: F.conv(x, w, impl=impl, **kw)  # noqa: E731
-        else:
-            shape = (k, k, c_in, c_out)
-            kw = dict(stride=case["stride"], padding=case["padding"], output_padding=case["output_padding"])
-            op = lambda x, w, impl: F.conv_transpose(x, w, impl=impl, **kw)  # noqa: E731
-        w = jnp.asarray((rng.standard_normal(shape) / math.sqrt(k * k * c_in)).astype(np.float32))
-        y = op(x, w, "lax")
-        ct = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+        op, x, w, ct = conv_setup(case)
         # value_and_grad: the value needs the forward pass, which jax.grad alone would drop as
         # dead code (the gradients of this linear loss do not depend on it); PyTorch runs it.
         fns = {
@@ -105,6 +113,8 @@ def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
             for name, impl, jit in (("jaxcnn", None, compilation.jit), ("lax", "lax", jax.jit))
         }
         return fns, (x, w)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(case["x"]).astype(np.float32))
     win, s, p = case["window"], case["stride"], case["padding"]
     if kind == "max_pool":
         ours = lambda x: F.max_pool(x, win, s, p)  # noqa: E731
@@ -124,6 +134,32 @@ def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
     return fns, (x,)
 
 
+def torch_conv_setup(case: dict[str, Any], memory_format: Any) -> tuple[Any, Any, Callable, Any]:
+    """``(x, weight, op, ct)`` of a conv or conv_transpose case in PyTorch (NCHW shapes, the
+    given memory format, leaves that require grad), ``op(x, weight)`` the functional call."""
+    import torch
+    import torch.nn.functional as torch_f
+
+    torch.manual_seed(0)
+    n, h, w, c = case["x"]
+    k = case["window"]
+    x = torch.randn(n, c, h, w).contiguous(memory_format=memory_format).requires_grad_(True)
+    if case["kind"] == "conv":
+        weight = torch.randn(case["c_out"], c // case["groups"], k, k)
+        op = lambda x, wt: torch_f.conv2d(  # noqa: E731
+            x, wt, None, case["stride"], case["padding"], case["dilation"], case["groups"]
+        )
+    else:
+        weight = torch.randn(c, case["c_out"], k, k)
+        op = lambda x, wt: torch_f.conv_transpose2d(  # noqa: E731
+            x, wt, None, case["stride"], case["padding"], case["output_padding"]
+        )
+    weight = weight.contiguous(memory_format=memory_format).requires_grad_(True)
+    with torch.no_grad():
+        ct = torch.randn_like(op(x, weight)).contiguous(memory_format=memory_format)
+    return x, weight, op, ct
+
+
 def _torch_fns(case: dict[str, Any]) -> dict[str, Callable]:
     import torch
     import torch.nn.functional as torch_f
@@ -135,26 +171,14 @@ def _torch_fns(case: dict[str, Any]) -> dict[str, Callable]:
     for fmt in TORCH_FRAMEWORKS:
         cl = "channels_last" in fmt
         memory_format = torch.channels_last if cl else torch.contiguous_format
-        x = torch.randn(n, c, h, w).contiguous(memory_format=memory_format).requires_grad_(True)
         if kind in ("conv", "conv_transpose"):
-            k = case["window"]
-            if kind == "conv":
-                weight = torch.randn(case["c_out"], c // case["groups"], k, k)
-                op = lambda x, wt: torch_f.conv2d(  # noqa: E731
-                    x, wt, None, case["stride"], case["padding"], case["dilation"], case["groups"]
-                )
-            else:
-                weight = torch.randn(c, case["c_out"], k, k)
-                op = lambda x, wt: torch_f.conv_transpose2d(  # noqa: E731
-                    x, wt, None, case["stride"], case["padding"], case["output_padding"]
-                )
-            weight = weight.contiguous(memory_format=memory_format).requires_grad_(True)
-            ct = torch.randn_like(op(x, weight)).contiguous(memory_format=memory_format)
+            x, weight, op, ct = torch_conv_setup(case, memory_format)
 
             def run(x=x, weight=weight, op=op, ct=ct):
                 x.grad = weight.grad = None
                 op(x, weight).backward(ct)
         else:
+            x = torch.randn(n, c, h, w).contiguous(memory_format=memory_format).requires_grad_(True)
             win, s, p = case["window"], case["stride"], case["padding"]
             op = (lambda x: torch_f.max_pool2d(x, win, s, p)) if kind == "max_pool" else (
                 lambda x: torch_f.avg_pool2d(x, win, s, p)

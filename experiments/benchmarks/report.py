@@ -25,6 +25,7 @@ MICRO_CONV_GOAL = 1 / 1.5
 TORCH = ("torch NCHW", "torch channels_last", "torch NCHW 1 thread", "torch channels_last 1 thread")
 TRAIN_ORDER = ("jaxcnn", "jaxcnn[conv=lax]", "jaxcnn[xla defaults]", "flax.linen", "lax", *TORCH)
 MICRO_ORDER = ("jaxcnn", "lax", *TORCH)
+PASSES_ORDER = ("jaxcnn", "torch NCHW", "torch channels_last")
 
 
 def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -106,6 +107,24 @@ def micro_table(data: dict[str, Any], markdown: bool) -> str:
     return _table(header, rows, markdown)
 
 
+def passes_table(data: dict[str, Any], markdown: bool) -> str:
+    groups: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    for row in data.get("passes", []):
+        groups[(row["op"], row["pass"])][row["framework"]] = row
+    present = [fw for fw in PASSES_ORDER if any(fw in g for g in groups.values())]
+    header = ["op", "pass", *[f"{fw} ms" for fw in present], "jaxcnn / best torch", "paired median"]
+    rows = []
+    for (op, name), by_fw in groups.items():
+        vs = by_fw.get("jaxcnn", {}).get("vs_best_torch")
+        rows.append([
+            op, name,
+            *[_num(by_fw[fw]["ms_best"], 2) if fw in by_fw else "-" for fw in present],
+            f"{vs['speedup_best']:.2f}x ({vs['torch']})" if vs else "-",
+            f"{vs['speedup_paired_median']:.2f}x" if vs else "-",
+        ])
+    return _table(header, rows, markdown)
+
+
 def summary(data: dict[str, Any]) -> str:
     env = data.get("environment", {})
     peak = data.get("matmul") or {}
@@ -145,6 +164,8 @@ def render(data: dict[str, Any], markdown: bool) -> str:
                 memory_table(data, markdown)]
     if data.get("micro"):
         out += ["", "Layer forward + backward, ms (lower is better):", "", micro_table(data, markdown)]
+    if data.get("passes"):
+        out += ["", "Each pass of a conv layer on its own, ms (lower is better):", "", passes_table(data, markdown)]
     return "\n".join(out)
 
 
