@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 
 from experiments.benchmarks import micro
 from experiments.benchmarks.timing import interleave, versus
@@ -86,8 +85,7 @@ def run(quick: bool, *, rounds: int, reps: int, log=print) -> list[dict[str, Any
             peers = {}
         line = []
         for name in PASSES:
-            got, want = np.asarray(ours[name](*args)), np.asarray(reference[name](*args))
-            diff = float(np.max(np.abs(got - want))) / (float(np.max(np.abs(want))) or 1.0)
+            diff = micro.relative_difference(ours[name](*args), reference[name](*args))
             candidates = {"jaxcnn": lambda f=ours[name]: jax.block_until_ready(f(*args))}
             candidates.update({layout: fns[name] for layout, fns in peers.items()})
             timings = interleave(candidates, rounds=rounds, reps=reps)
