@@ -1,16 +1,29 @@
 """jaxcnn: convolutional neural networks in JAX.
 
 Layers of the package, each importing only those to its left:
-``functional`` (pure ops) -> ``nn`` (Flax modules) -> ``models`` (zoo) -> ``train`` (steps,
-loop, checkpoints); ``kernels``, ``shapes`` and ``compilation`` sit beside ``functional``;
-``data`` stands alone. Importing jaxcnn changes no global JAX or XLA setting: the XLA options
-jaxcnn compiles its steps with are given per computation (:func:`compiler_options`).
+``functional`` (pure ops, plain ``lax``, jax and numpy only) -> ``nn`` (Flax modules) ->
+``models`` (zoo) -> ``train`` (steps, loop, checkpoints); ``kernels`` and ``shapes`` sit beside
+``functional``; ``backends.cpu`` holds the CPU kernels, XLA options and host settings, switched
+on explicitly; ``data`` stands alone. Importing jaxcnn changes no global JAX or XLA setting and
+loads Flax only when a name that needs it (``summary``) is used.
 """
 
 __version__ = "0.1.0"
 
 from jaxcnn import functional, kernels, shapes
-from jaxcnn.compilation import compiler_options
-from jaxcnn.summary import summary
 
 __all__ = ["compiler_options", "functional", "kernels", "shapes", "summary", "__version__"]
+
+
+def __getattr__(name: str):
+    # summary imports Flax and compiler_options the CPU backend; importing jaxcnn.functional
+    # must load neither.
+    if name == "summary":
+        from jaxcnn.summary import summary
+
+        return summary
+    if name == "compiler_options":
+        from jaxcnn.backends.cpu.options import compiler_options
+
+        return compiler_options
+    raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")

@@ -7,9 +7,9 @@
 Rerunning ``train`` on an existing workdir resumes from its latest checkpoint. Bad usage
 (an unknown config file, an unknown override key, a value of the wrong type) exits with
 code 2 and a message naming the problem. The command sets no XLA flags; on CPU it compiles
-the steps with the per-computation options of :mod:`jaxcnn.compilation`, says so at start,
+the steps with the per-computation options of :mod:`jaxcnn.backends.cpu.options`, says so at start,
 and ``--config.xla_options=none`` turns them off. ``train`` and ``eval`` let the process keep
-the memory it frees (:mod:`jaxcnn.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default``
+the memory it frees (:mod:`jaxcnn.backends.cpu.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default``
 opts out).
 """
 
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.field=value)")
     command = {"train": _train, "eval": _eval, "summary": _summary}[args.command]
     if args.command in ("train", "eval"):
-        from jaxcnn import host_memory
+        from jaxcnn.backends.cpu import host_memory
 
         try:
             print(f"Host memory: {host_memory.keep_freed_memory()}", flush=True)

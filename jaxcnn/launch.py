@@ -24,8 +24,8 @@ from typing import Any
 
 import ml_collections
 
-from jaxcnn import host_memory
-from jaxcnn.compilation import compiler_options
+from jaxcnn.backends.cpu import host_memory
+from jaxcnn.backends.cpu.options import compiler_options
 
 
 class ConfigError(ValueError):
@@ -190,6 +190,7 @@ def write_run_record(workdir: str | os.PathLike, config: ml_collections.ConfigDi
         "xla_compiler_options": None if config.get("parallel") == "pmap"
         else compiler_options(config.get("xla_options", "auto")),
         "host_memory": host_memory.state(),
+        "cpu_kernels": bool(config.get("cpu_kernels", True)),
         **(code if code is not None else code_version()),
         **environment(),
     }

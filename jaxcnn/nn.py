@@ -23,6 +23,7 @@ from flax.linen.dtypes import promote_dtype
 
 from jaxcnn import functional as F
 from jaxcnn.functional import _arguments as args
+from jaxcnn.functional.conv import kernel_shape as conv_kernel_shape
 
 Initializer = Callable[..., jax.Array]
 
@@ -94,22 +95,9 @@ class Conv(_ConvBase):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        op = f"Conv({self.name})"
-        x = jnp.asarray(x)
-        args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
-        args.check_floating(x, "x", op)
-        n = x.ndim - 2
-        window = args.as_tuple(self.kernel_size, n, "kernel_size", op)
-        # Checked here, before the parameters are initialised (which compiles).
-        args.as_tuple(self.stride, n, "stride", op)
-        args.as_tuple(self.dilation, n, "dilation", op)
-        if isinstance(self.features, bool) or not isinstance(self.features, int) or self.features < 1:
-            raise ValueError(f"{op}: features must be a positive int, got {self.features!r}")
-        c_in = _channels(x, self.layout, op)
-        if not isinstance(self.groups, int) or self.groups < 1 or c_in % self.groups:
-            raise ValueError(f"{op}: groups={self.groups!r} must be a positive int dividing C_in={c_in} (x shape {tuple(x.shape)})")
-        last = args.channels_last(self.layout, op, n)
-        shape = (*window, c_in // self.groups, self.features) if last else (self.features, c_in // self.groups, *window)
+        # The op's own checks, run before the kernel is created (initialising it compiles).
+        shape = conv_kernel_shape(x, self.features, self.kernel_size, stride=self.stride, dilation=self.dilation,
+                                  groups=self.groups, layout=self.layout, transpose=False, op=f"Conv({self.name})")
         init = self.kernel_init or fan_in_init(layout=self.layout)
         kernel = self.param("kernel", init, shape, self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
@@ -133,24 +121,10 @@ class ConvTranspose(_ConvBase):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        op = f"ConvTranspose({self.name})"
-        x = jnp.asarray(x)
-        args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
-        args.check_floating(x, "x", op)
-        n = x.ndim - 2
-        window = args.as_tuple(self.kernel_size, n, "kernel_size", op)
-        if isinstance(self.features, bool) or not isinstance(self.features, int) or self.features < 1:
-            raise ValueError(f"{op}: features must be a positive int, got {self.features!r}")
-        args.as_tuple(self.stride, n, "stride", op)
-        args.as_tuple(self.dilation, n, "dilation", op)
-        c_in = _channels(x, self.layout, op)
-        if not isinstance(self.groups, int) or self.groups < 1 or self.features % self.groups or c_in % self.groups:
-            raise ValueError(
-                f"{op}: groups={self.groups!r} must divide C_in={c_in} and features={self.features}"
-            )
-        last = args.channels_last(self.layout, op, n)
-        out_per_group = self.features // self.groups
-        shape = (*window, c_in, out_per_group) if last else (c_in, out_per_group, *window)
+        shape = conv_kernel_shape(x, self.features, self.kernel_size, stride=self.stride, dilation=self.dilation,
+                                  groups=self.groups, layout=self.layout, transpose=True,
+                                  op=f"ConvTranspose({self.name})")
+        last = args.channels_last(self.layout, "ConvTranspose")
         # The fan-in of a transposed conv is the contribution count of the input channels.
         default = nn.initializers.variance_scaling(
             1.0, "fan_out", "truncated_normal", in_axis=-1 if last else 1, out_axis=-2 if last else 0

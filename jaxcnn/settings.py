@@ -1,7 +1,6 @@
 """Settings that come from an argument or, when it is ``None``, from an environment variable.
 
-One rule for every such setting (``JAXCNN_CONV_IMPL``, ``JAXCNN_XLA_OPTIONS``,
-``JAXCNN_HOST_MEMORY``): an empty or unset variable means the default, and a bad value is an
+One rule for every such setting (``JAXCNN_XLA_OPTIONS``, ``JAXCNN_HOST_MEMORY``): an empty or unset variable means the default, and a bad value is an
 error that names where it came from (the argument or the variable) and what is allowed.
 """
 

@@ -20,11 +20,13 @@ Parts (each module's docstring says exactly what it measures):
 Timing is interleaved (:mod:`.timing`): within a group, every candidate runs once per round,
 for several rounds; a figure is the best round, a ratio best over best with the median of
 per-round ratios beside it. The suite sets no XLA flag and no JAX option: what runs is each
-library's default (jaxcnn's steps are compiled by ``jaxcnn.compilation.jit``, as its
-training loop compiles them; the peers with XLA's defaults); ``XLA_FLAGS``,
-``JAXCNN_CONV_IMPL`` and ``JAXCNN_XLA_OPTIONS`` from the environment are honoured and
-recorded in the JSON. Like the ``jaxcnn`` command, the suite lets its process keep the
-memory it frees (:mod:`jaxcnn.host_memory`), which applies to every framework in it;
+library's default (jaxcnn's steps are compiled by ``jaxcnn.backends.cpu.jit`` with the CPU
+kernels on, as ``jaxcnn train`` compiles them, and beside them with the kernels off and by
+plain ``jax.jit``; the peers with XLA's defaults); ``XLA_FLAGS`` and ``JAXCNN_XLA_OPTIONS``
+from the environment are honoured and recorded in the JSON. Like the ``jaxcnn`` command, the
+suite switches the CPU kernels on (:func:`jaxcnn.backends.cpu.enable`; the ``micro`` and
+``passes`` parts compare them with ``impl="lax"``) and lets its process keep the memory it
+frees (:mod:`jaxcnn.backends.cpu.host_memory`), which applies to every framework in it;
 ``JAXCNN_HOST_MEMORY=default`` opts out. Numbers depend on the machine and its load: rerun,
 don't copy.
 """
@@ -40,7 +42,8 @@ from pathlib import Path
 
 from experiments.benchmarks import micro, passes, report, roofline, train_step
 from experiments.benchmarks.timing import environment
-from jaxcnn import host_memory
+from jaxcnn.backends import cpu
+from jaxcnn.backends.cpu import host_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("matmul", "train", "micro", "passes", "gpu")
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
     host = host_memory.keep_freed_memory()
+    kernels = cpu.enable()
     started = time.perf_counter()
     data: dict = {
         "schema": SCHEMA,
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     log(f"jaxcnn benchmarks ({'quick' if quick else 'full'}); no XLA flags set by the suite; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; jaxcnn compiler options: {data['environment']['jaxcnn_compiler_options']}; "
-        f"host memory: {host}")
+        f"host memory: {host}; CPU kernels: {kernels} (the jaxcnn[conv=lax] and jaxcnn[plain jax.jit] "
+        "candidates run with them off)")
 
     size = 512 if quick else 2048
     data["matmul"] = roofline.run(size, rounds=rounds, reps=2 if quick else 5)

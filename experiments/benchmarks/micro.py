@@ -4,7 +4,7 @@ Each case times one call that computes the layer's output and its gradients with
 the input and (for convolutions) the kernel, for a fixed cotangent:
 
 - ``jaxcnn``: ``jaxcnn.functional`` with its defaults (fast paths chosen automatically), NHWC,
-  compiled by ``jaxcnn.compilation.jit`` (jaxcnn's XLA options) as jaxcnn's training loop
+  compiled by ``jaxcnn.backends.cpu.jit`` (jaxcnn's XLA options) as jaxcnn's training loop
   compiles its steps;
 - ``lax``: the reference path: ``jaxcnn.functional.conv``/``conv_transpose`` with
   ``impl="lax"`` (one ``lax.conv_general_dilated``) or ``lax.reduce_window`` for pooling,
@@ -31,7 +31,7 @@ from jax import lax
 
 from experiments.benchmarks.timing import interleave, versus
 from experiments.benchmarks.train_step import TORCH_FRAMEWORKS, _with_threads, torch_threads
-from jaxcnn import compilation
+from jaxcnn.backends import cpu
 
 
 def cases(quick: bool) -> list[dict[str, Any]]:
@@ -110,7 +110,7 @@ def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
         # dead code (the gradients of this linear loss do not depend on it); PyTorch runs it.
         fns = {
             name: jit(jax.value_and_grad(lambda x, w, impl=impl: jnp.vdot(op(x, w, impl), ct), argnums=(0, 1)))
-            for name, impl, jit in (("jaxcnn", None, compilation.jit), ("lax", "lax", jax.jit))
+            for name, impl, jit in (("jaxcnn", None, cpu.jit), ("lax", "lax", jax.jit))
         }
         return fns, (x, w)
     rng = np.random.default_rng(0)
@@ -129,7 +129,7 @@ def _jax_fns(case: dict[str, Any]) -> tuple[dict[str, Callable], tuple]:
     ct = jnp.asarray(rng.standard_normal(ours(x).shape).astype(np.float32))
     fns = {
         name: jit(jax.value_and_grad(lambda x, f=f: jnp.vdot(f(x), ct)))
-        for name, f, jit in (("jaxcnn", ours, compilation.jit), ("lax", ref, jax.jit))
+        for name, f, jit in (("jaxcnn", ours, cpu.jit), ("lax", ref, jax.jit))
     }
     return fns, (x,)
 

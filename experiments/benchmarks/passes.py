@@ -7,7 +7,7 @@ For every convolution case of :mod:`.micro` (same shapes), three passes are time
 - ``kernel gradient``: the kernel's cotangent for the same.
 
 ``jaxcnn`` runs ``jaxcnn.functional`` with its defaults, each pass its own computation compiled
-by ``jaxcnn.compilation.jit`` (the forward pass drops out of the two gradients, which do not
+by ``jaxcnn.backends.cpu.jit`` (the forward pass drops out of the two gradients, which do not
 depend on it), and is checked against the same pass of ``impl="lax"`` in the run. PyTorch
 runs ``torch.nn.functional`` under ``no_grad`` for the forward pass and
 ``torch.ops.aten.convolution_backward`` (what autograd calls for a convolution) with one
@@ -24,7 +24,7 @@ import jax
 from experiments.benchmarks import micro
 from experiments.benchmarks.timing import interleave, versus
 from experiments.benchmarks.train_step import _with_threads, torch_threads
-from jaxcnn import compilation
+from jaxcnn.backends import cpu
 
 PASSES = ("forward", "input gradient", "kernel gradient")
 TORCH_LAYOUTS = ("torch NCHW", "torch channels_last")
@@ -77,7 +77,7 @@ def run(quick: bool, *, rounds: int, reps: int, log=print) -> list[dict[str, Any
             continue
         op, x, w, ct = micro.conv_setup(case)
         args = (x, w, ct)
-        ours = _jax_passes(op, None, compilation.jit)
+        ours = _jax_passes(op, None, cpu.jit)
         reference = _jax_passes(op, "lax", jax.jit)
         try:
             peers = {layout: _torch_passes(case, layout) for layout in TORCH_LAYOUTS}

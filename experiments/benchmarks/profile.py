@@ -6,9 +6,9 @@ Command (from the repository root)::
     python -m experiments.benchmarks.profile --model SimpleCNN --batch 128 --steps 10 --out prof.json
 
 It builds the same step as the ``jaxcnn`` column of :mod:`.train_step` (the model from
-``jaxcnn.models``, ``make_train_step``, Adam, compiled by ``jaxcnn.compilation.jit`` with
+``jaxcnn.models``, ``make_train_step``, Adam, compiled by ``jaxcnn.backends.cpu.jit`` with
 the state donated, in a process that keeps the memory it frees as the ``jaxcnn`` command's
-does: :mod:`jaxcnn.host_memory`), runs a few warm-up steps, then traces ``--steps`` steps with
+does: :mod:`jaxcnn.backends.cpu.host_memory`), runs a few warm-up steps, then traces ``--steps`` steps with
 ``jax.profiler`` and sums the duration of each XLA operation (a fusion, a convolution, a
 copy) over them. It prints the wall time per step, the operations that took longest and
 the same grouped by kind (the name before the first ``.``: ``transpose_copy_fusion``,
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from jaxcnn import host_memory
+from jaxcnn.backends.cpu import host_memory
 
 # Events that are not XLA operations: Python frames ("$file.py:line name"), the executor's
 # own spans and the runtime's dispatch.

@@ -23,7 +23,7 @@ TRAIN_GOALS = {"SimpleCNN": 1.2, "LeNet5": 1.0, "ResNet18": 1.0, "UNet": 1.0}
 MICRO_CONV_GOAL = 1 / 1.5
 
 TORCH = ("torch NCHW", "torch channels_last", "torch NCHW 1 thread", "torch channels_last 1 thread")
-TRAIN_ORDER = ("jaxcnn", "jaxcnn[conv=lax]", "jaxcnn[xla defaults]", "flax.linen", "lax", *TORCH)
+TRAIN_ORDER = ("jaxcnn", "jaxcnn[conv=lax]", "jaxcnn[xla defaults]", "jaxcnn[plain jax.jit]", "flax.linen", "lax", *TORCH)
 MICRO_ORDER = ("jaxcnn", "lax", *TORCH)
 PASSES_ORDER = ("jaxcnn", "torch NCHW", "torch channels_last")
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from jaxcnn import host_memory
-from jaxcnn.compilation import compiler_options
+from jaxcnn.backends import cpu
+from jaxcnn.backends.cpu import host_memory
+from jaxcnn.backends.cpu.options import compiler_options
 
 
 @dataclass
@@ -142,10 +143,11 @@ def environment() -> dict:
         "numpy": np.__version__,
         "torch": torch_info,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "jaxcnn_conv_impl_env": os.environ.get("JAXCNN_CONV_IMPL", ""),
+        # Whether the CPU kernels are on outside the candidates' own scopes (jaxcnn.backends.cpu).
+        "jaxcnn_cpu_kernels": cpu.state(),
         # The per-computation options the jaxcnn candidates are compiled with.
         "jaxcnn_compiler_options": compiler_options(),
-        # Whether this process's malloc keeps freed memory (jaxcnn.host_memory), for every framework.
+        # Whether this process's malloc keeps freed memory (jaxcnn.backends.cpu.host_memory), for every framework.
         "host_memory": host_memory.state(),
         "git_revision": _git_revision(),
     }

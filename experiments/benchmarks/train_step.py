@@ -6,13 +6,14 @@ batch already in memory: forward, cross-entropy loss, backward, Adam update (lea
 
 - ``jaxcnn``: the model from ``jaxcnn.models`` and ``jaxcnn.train.make_train_step`` (which
   also computes accuracy, the gradient norm and a finiteness guard), jitted with the state
-  donated, by ``jaxcnn.compilation.jit`` (jaxcnn's XLA options) as the training loop
-  compiles it: the library's default path, fast paths chosen automatically;
-- ``jaxcnn[conv=lax]``: the same, traced with ``JAXCNN_CONV_IMPL=lax`` (the reference
-  convolution; pooling keeps its own formulation, there is no switch for it);
-- ``jaxcnn[xla defaults]``: the same as ``jaxcnn`` but compiled by plain ``jax.jit`` (XLA's
-  default options, and the fast-path plan measured for them), which is what the options of
-  :mod:`jaxcnn.compilation` gain;
+  donated, by ``jaxcnn.backends.cpu.jit`` (jaxcnn's XLA options) with the CPU kernels on, as
+  ``jaxcnn train`` compiles it;
+- ``jaxcnn[conv=lax]``: the same with the CPU kernels off (every op its plain ``lax``
+  program), still with jaxcnn's XLA options;
+- ``jaxcnn[xla defaults]``: the CPU kernels on, compiled by plain ``jax.jit`` (XLA's default
+  options, and the kernels planned for them);
+- ``jaxcnn[plain jax.jit]``: the CPU kernels off and plain ``jax.jit``: what a user's own
+  ``jax.jit`` of the step gets by default;
 - ``flax.linen`` and ``lax``: the peers of :mod:`experiments.benchmarks.peers` with a plain
   jitted step (loss, grads, Adam), state donated;
 - ``torch NCHW`` / ``torch channels_last``: the PyTorch peer in eager mode, ``torch.optim.Adam``
@@ -35,7 +36,6 @@ Memory, per candidate, honest about what each figure is:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -51,7 +51,7 @@ import optax
 
 from experiments.benchmarks import peers
 from experiments.benchmarks.timing import interleave, versus
-from jaxcnn import compilation
+from jaxcnn.backends import cpu
 
 LEARNING_RATE = 1e-3
 try:
@@ -69,7 +69,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "UNet": {"input": (64, 64, 3), "classes": 2, "segmentation": True, "batches": (8,), "quick": (2,)},
 }
 TORCH_FRAMEWORKS = ("torch NCHW", "torch channels_last", "torch NCHW 1 thread", "torch channels_last 1 thread")
-FRAMEWORKS = ("jaxcnn", "jaxcnn[conv=lax]", "jaxcnn[xla defaults]", "flax.linen", "lax", *TORCH_FRAMEWORKS)
+FRAMEWORKS = ("jaxcnn", "jaxcnn[conv=lax]", "jaxcnn[xla defaults]", "jaxcnn[plain jax.jit]", "flax.linen", "lax", *TORCH_FRAMEWORKS)
 
 
 @dataclass
@@ -81,22 +81,6 @@ class Candidate:
     memory: dict[str, Any] = field(default_factory=dict)
     compile_s: float | None = None
     flops: float | None = None
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str | None):
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 def _batch(model: str, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -138,15 +122,16 @@ def _jax_memory(compiled) -> dict[str, Any]:
 
 
 def _jax_candidate(
-    name: str, step: Callable, carry: Any, args: tuple, conv_impl: str | None = None, jaxcnn_jit: bool = False
+    name: str, step: Callable, carry: Any, args: tuple, kernels: bool = False, jaxcnn_jit: bool = False
 ) -> Candidate:
     """AOT-compiles ``step(carry, *args) -> (carry, aux)`` with the carry donated: by
-    ``jaxcnn.compilation.jit`` (jaxcnn's XLA options) or by plain ``jax.jit``."""
+    ``jaxcnn.backends.cpu.jit`` (jaxcnn's XLA options) or by plain ``jax.jit``, traced with the
+    CPU kernels on or off."""
     import time
 
     start = time.perf_counter()
-    jit = compilation.jit if jaxcnn_jit else jax.jit
-    with _env("JAXCNN_CONV_IMPL", conv_impl):
+    jit = cpu.jit if jaxcnn_jit else jax.jit
+    with cpu.kernels(kernels):
         compiled = jit(step, donate_argnums=0).lower(carry, *args).compile()
     compile_s = time.perf_counter() - start
     holder = [carry]
@@ -178,7 +163,7 @@ def _plain_step(apply_fn: Callable, tx: optax.GradientTransformation) -> Callabl
 
 
 def _jaxcnn_candidate(
-    model_name: str, x: np.ndarray, y: np.ndarray, conv_impl: str | None, name: str, jaxcnn_jit: bool = True
+    model_name: str, x: np.ndarray, y: np.ndarray, kernels: bool, name: str, jaxcnn_jit: bool = True
 ) -> Candidate:
     from jaxcnn.models import get_model
     from jaxcnn.train import classification_task, create_train_state, make_train_step, segmentation_task
@@ -190,11 +175,11 @@ def _jaxcnn_candidate(
     model = get_model(model_name, **kwargs)
     tx = optax.adam(LEARNING_RATE)
     task = segmentation_task(spec["classes"]) if spec["segmentation"] else classification_task(spec["classes"])
-    with _env("JAXCNN_CONV_IMPL", conv_impl):
+    with cpu.kernels(kernels):
         state = create_train_state(model, tx, jax.random.PRNGKey(0), jnp.asarray(x[:1]))
     step = make_train_step(model, task, tx)
     batch = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
-    return _jax_candidate(name, lambda s, b: step(s, b), state, (batch,), conv_impl, jaxcnn_jit)
+    return _jax_candidate(name, lambda s, b: step(s, b), state, (batch,), kernels, jaxcnn_jit)
 
 
 def _flax_candidate(model_name: str, x: np.ndarray, y: np.ndarray) -> Candidate:
@@ -305,11 +290,13 @@ def build(model_name: str, batch: int, frameworks: tuple[str, ...]) -> dict[str,
     out: dict[str, Candidate] = {}
     for fw in frameworks:
         if fw == "jaxcnn":
-            out[fw] = _jaxcnn_candidate(model_name, x, y, None, fw)
+            out[fw] = _jaxcnn_candidate(model_name, x, y, True, fw)
         elif fw == "jaxcnn[conv=lax]":
-            out[fw] = _jaxcnn_candidate(model_name, x, y, "lax", fw)
+            out[fw] = _jaxcnn_candidate(model_name, x, y, False, fw)
         elif fw == "jaxcnn[xla defaults]":
-            out[fw] = _jaxcnn_candidate(model_name, x, y, None, fw, jaxcnn_jit=False)
+            out[fw] = _jaxcnn_candidate(model_name, x, y, True, fw, jaxcnn_jit=False)
+        elif fw == "jaxcnn[plain jax.jit]":
+            out[fw] = _jaxcnn_candidate(model_name, x, y, False, fw, jaxcnn_jit=False)
         elif fw == "flax.linen":
             out[fw] = _flax_candidate(model_name, x, y)
         elif fw == "lax":

@@ -1,4 +1,8 @@
-"""Pure, stateless CNN operations (jit / grad / vmap safe)."""
+"""Pure, stateless CNN operations (jit / grad / vmap safe).
+
+Each op is its plain ``lax`` program on every platform, and this package imports jax and numpy
+only. Faster CPU kernels are a separate, explicitly switched backend: :mod:`jaxcnn.backends.cpu`.
+"""
 
 from jaxcnn.functional.conv import PADDING_MODES, conv, conv_transpose, pad_spatial
 from jaxcnn.functional.signal import convolve2d, correlate2d
@@ -27,7 +31,6 @@ from jaxcnn.functional.pooling import (
     min_pool,
 )
 from jaxcnn.functional.resize import upsample
-from jaxcnn.functional.fusion import materialize
 
 __all__ = [
     "PADDING_MODES",
@@ -71,5 +74,4 @@ __all__ = [
     "max_unpool",
     "min_pool",
     "upsample",
-    "materialize",
 ]

@@ -13,8 +13,9 @@ import numpy as np
 from jax import lax
 
 from jaxcnn.functional import _arguments as args
-from jaxcnn.functional import _fast_conv
+from jaxcnn.functional import _backend
 
+IMPLS = ("auto", "lax", "im2col")
 PADDING_MODES = ("zeros", "constant", "reflect", "replicate", "circular")
 # jnp.pad's name for each padding mode.
 _JNP_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -101,8 +102,61 @@ def _check_bias(bias: Any, c_out: int, dtype: Any, op: str) -> jnp.ndarray | Non
     return bias
 
 
-def _check_dtypes(x: jnp.ndarray, kernel: jnp.ndarray, op: str) -> None:
+def check_input(x: Any, op: str) -> jnp.ndarray:
+    """``x`` as an array of rank 3-5 (batch, 1-3 spatial axes, channels) and a floating dtype."""
+    x = args.as_array(x, "x", op)
+    args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
     args.check_floating(x, "x", op)
+    return x
+
+
+def kernel_shape(
+    x: Any, features: Any, kernel_size: Any, *, stride: Any, dilation: Any, groups: Any, layout: str,
+    transpose: bool, op: str,
+) -> tuple[int, ...]:
+    """The kernel shape :func:`conv` (or, with ``transpose``, :func:`conv_transpose`) needs for
+    ``x`` and ``features`` output channels, after checking every argument that decides it,
+    so that a layer can create its kernel knowing the op accepts it (the op checks the rest).
+
+    ``conv``: ``(*window, C_in // groups, features)`` (NHWC) or ``(features, C_in // groups,
+    *window)`` (NCHW); ``conv_transpose``: ``(*window, C_in, features // groups)`` (NHWC) or
+    ``(C_in, features // groups, *window)`` (NCHW).
+    """
+    x = check_input(x, op)
+    n = x.ndim - 2
+    window = args.as_tuple(kernel_size, n, "kernel_size", op)
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"{op}: features must be a positive int, got {features!r}")
+    args.as_tuple(stride, n, "stride", op)
+    args.as_tuple(dilation, n, "dilation", op)
+    last = args.channels_last(layout, op, n)
+    c_in = x.shape[-1] if last else x.shape[1]
+    if transpose:
+        if not isinstance(groups, int) or groups < 1 or features % groups or c_in % groups:
+            raise ValueError(f"{op}: groups={groups!r} must divide C_in={c_in} and features={features}")
+        return (*window, c_in, features // groups) if last else (c_in, features // groups, *window)
+    if not isinstance(groups, int) or groups < 1 or c_in % groups:
+        raise ValueError(f"{op}: groups={groups!r} must be a positive int dividing C_in={c_in} (x shape {tuple(x.shape)})")
+    return (*window, c_in // groups, features) if last else (features, c_in // groups, *window)
+
+
+def _check_impl(impl: str | None, op: str) -> str:
+    impl = "auto" if impl is None else impl
+    if impl not in IMPLS:
+        raise ValueError(f"{op}: unknown impl={impl!r}; expected one of {IMPLS}")
+    return impl
+
+
+def _kernels(impl: str, op: str) -> tuple[object | None, str | None]:
+    """The backend to ask for a kernel and the platform it is for (``None``: every platform)."""
+    if impl == "lax":
+        return None, None
+    if impl == "im2col":
+        return _backend.cpu(), None
+    return _backend.current(), "cpu"
+
+
+def _check_dtypes(x: jnp.ndarray, kernel: jnp.ndarray, op: str) -> None:
     if x.dtype != kernel.dtype:
         raise TypeError(
             f"{op}: x has dtype {x.dtype} but kernel has dtype {kernel.dtype}; cast one to the "
@@ -141,22 +195,15 @@ def conv(
         ``"reflect"``, ``"replicate"`` or ``"circular"``, as in ``torch.nn.Conv2d``.
       layout: ``"NHWC"`` (channels last, default) or ``"NCHW"`` (channels first, PyTorch
         parity: same arguments as ``torch.nn.functional.conv{1,2,3}d`` give the same numbers).
-      precision: passed to ``lax.conv_general_dilated`` (or the fast path's ``dot_general``).
-      impl: ``"auto"`` (default), ``"lax"`` or ``"im2col"``; ``None`` reads the environment
-        variable ``JAXCNN_CONV_IMPL`` (default ``"auto"``). ``"lax"`` is the reference path,
-        one ``lax.conv_general_dilated`` (and JAX's derived gradients). ``"auto"``, on the CPU
-        backend for float32/float64 NHWC convolutions with ``groups=1``, computes the kernel
-        gradient (and, for very thin channel counts, the forward pass and the input
-        gradient) as matrix products on im2col patches, several times faster on XLA:CPU
-        (:mod:`jaxcnn.functional._fast_conv`); a 1x1 convolution without padding is one
-        matrix product of the (strided) input's rows with the kernel; grouped convolutions
-        run as one dense convolution with a block-diagonal kernel (few channels per group or
-        many groups, up to 128 channels), one convolution per group (up to 8 groups) or a
-        batched matmul on shifted slices, and depthwise ones as elementwise products of shifted slices with a chunked kernel
-        gradient, 3-50x faster to differentiate there; elsewhere it is ``"lax"``.
-        ``"im2col"`` uses the matrix products for every pass where supported. All give the
-        same values and gradients up to float rounding (tested), forward mode included. Read
-        at trace time: a function already jitted keeps the path it was traced with.
+      precision: passed to ``lax.conv_general_dilated`` (or a kernel's ``dot_general``).
+      impl: ``None``/``"auto"`` (default), ``"lax"`` or ``"im2col"``. ``"lax"`` is the
+        reference program, one ``lax.conv_general_dilated`` (and JAX's derived gradients).
+        ``"auto"`` is that program too, unless the CPU kernel backend is switched on
+        (``jaxcnn.backends.cpu.kernels()``, see ``docs/cpu_backend.md``): then, where the
+        computation is lowered for CPU, the backend's kernel for this shape (if any) and
+        ``lax`` on every other platform. ``"im2col"`` asks for the backend's matrix-product
+        kernels on every platform. All give the same values and gradients up to float
+        rounding (tested), forward mode included.
 
     Returns:
       ``(N, *out_spatial, C_out)`` (NHWC) or ``(N, C_out, *out_spatial)`` (NCHW), where
@@ -167,10 +214,9 @@ def conv(
       conv(image[None, :, :, None], filt[:, :, None, None])[0, :, :, 0]
     """
     op = "conv"
-    impl = _fast_conv.resolve_impl(impl, op)
-    x = args.as_array(x, "x", op)
+    impl = _check_impl(impl, op)
+    x = check_input(x, op)
     kernel = args.as_array(kernel, "kernel", op)
-    args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
     n = x.ndim - 2
     last = args.channels_last(layout, op, n)
     if kernel.ndim != x.ndim:
@@ -228,27 +274,20 @@ def conv(
         pad = ((0, 0),) * n
         in_sizes = x.shape[1:-1] if last else x.shape[2:]
 
-    if _fast_conv.use_pointwise(impl, x.dtype, window, pad, channels_last=last, groups=groups):
-        return _add_bias(_fast_conv.pointwise_conv(x, kernel, stride, precision), bias, last)
-    fast = _fast_conv.plan(
-        impl, x.shape, x.dtype, tuple(window), c_out, stride, tuple(pad), dilation, precision,
-        channels_last=last, groups=groups,
+    dn = args.conv_dimension_numbers(n, last)
+
+    def reference(x, kernel):
+        return lax.conv_general_dilated(
+            x, kernel, window_strides=stride, padding=pad, rhs_dilation=dilation, dimension_numbers=dn,
+            feature_group_count=groups, precision=precision,
+        )
+
+    backend, platform = _kernels(impl, op)
+    kernel_fn = None if backend is None else backend.conv(
+        impl, x.shape, x.dtype, tuple(window), c_out, stride, tuple(pad), dilation, groups, precision,
+        channels_last=last,
     )
-    if fast is not None:
-        return _add_bias(_fast_conv.conv_fast(x, kernel, fast), bias, last)
-    if _fast_conv.use_grouped(impl, x.dtype, channels_last=last, groups=groups):
-        y = _fast_conv.grouped_conv(x, kernel, stride, tuple(pad), dilation, groups, precision, impl)
-        return _add_bias(y, bias, last)
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=stride,
-        padding=pad,
-        rhs_dilation=dilation,
-        dimension_numbers=args.conv_dimension_numbers(n, last),
-        feature_group_count=groups,
-        precision=precision,
-    )
+    y = _backend.dispatch(kernel_fn, reference, x, kernel, platform=platform)
     return _add_bias(y, bias, last)
 
 
@@ -278,22 +317,18 @@ def conv_transpose(
         pairs, the amount cropped from each side of the full output; or ``"VALID"`` (= 0) or
         ``"SAME"`` (output ``in * stride``, needs ``dilation * (k - 1) + 1 >= stride``).
       output_padding: extra size added at the end of each axis, ``< max(stride, dilation)``.
-      precision: passed to ``lax.conv_general_dilated`` (or the fast path's ``dot_general``).
-      impl: ``"auto"``, ``"lax"`` or ``"im2col"`` as in :func:`conv` (``None`` reads
-        ``JAXCNN_CONV_IMPL``). The matmul path computes the transposed convolution as the
-        input gradient of a convolution, one matmul ``x @ K^T`` whose columns are summed
-        into each output phase; it needs NHWC, ``groups=1`` and ``output_padding < stride``
-        on every axis.
+      precision: passed to ``lax.conv_general_dilated`` (or a kernel's ``dot_general``).
+      impl: ``None``/``"auto"``, ``"lax"`` or ``"im2col"`` as in :func:`conv`. The CPU
+        backend's kernel needs NHWC, ``groups=1`` and ``output_padding < stride`` on every axis.
 
     Returns:
       ``out = (in - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1``
       per spatial axis, laid out like ``x`` with ``C_out`` channels.
     """
     op = "conv_transpose"
-    impl = _fast_conv.resolve_impl(impl, op)
-    x = args.as_array(x, "x", op)
+    impl = _check_impl(impl, op)
+    x = check_input(x, op)
     kernel = args.as_array(kernel, "kernel", op)
-    args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
     n = x.ndim - 2
     last = args.channels_last(layout, op, n)
     if kernel.ndim != x.ndim:
@@ -358,38 +393,29 @@ def conv_transpose(
                 f"would be {out} (x shape {tuple(x.shape)}, kernel shape {tuple(kernel.shape)})"
             )
 
-    fast = _fast_conv.plan_transpose(
-        impl, x.dtype, tuple(window), stride, tuple(pad), dilation, output_padding, precision,
-        channels_last=last, groups=groups,
+    backend, platform = _kernels(impl, op)
+    kernel_fn = None if backend is None else backend.conv_transpose(
+        impl, x.dtype, tuple(window), stride, tuple(pad), dilation, output_padding, tuple(out_spatial), groups,
+        precision, channels_last=last,
     )
-    if fast is not None:
-        # PyTorch's (C_in, C_out, *window) is the HWIO kernel (*window, C_out, C_in) of the
-        # convolution whose input gradient this is.
-        forward_kernel = jnp.moveaxis(kernel, (0, 1), (-1, -2))
-        y = _fast_conv.matmul_transpose(x, forward_kernel, tuple(out_spatial), fast)
-        return _add_bias(y, bias, last)
 
-    # The transposed conv is a conv of the stride-dilated input with the spatially flipped
-    # kernel whose in/out channels are swapped within each group.
-    k = kernel.reshape((groups, c_in // groups, c_out_per_group) + tuple(window))
-    k = jnp.swapaxes(k, 1, 2).reshape((c_out, c_in // groups) + tuple(window))
-    k = jnp.flip(k, axis=tuple(range(2, 2 + n)))
-    conv_pad = tuple(
-        (d * (kk - 1) - lo, d * (kk - 1) - hi + extra)
-        for kk, d, (lo, hi), extra in zip(window, dilation, pad, output_padding)
-    )
-    dn = args.conv_dimension_numbers(n, last)
-    dn = (dn[0], "OI" + dn[1].replace("I", "").replace("O", ""), dn[2])
-    # Negative padding crops, which lax supports; it is applied after lhs dilation.
-    y = lax.conv_general_dilated(
-        x,
-        k,
-        window_strides=(1,) * n,
-        padding=conv_pad,
-        lhs_dilation=stride,
-        rhs_dilation=dilation,
-        dimension_numbers=dn,
-        feature_group_count=groups,
-        precision=precision,
-    )
+    def reference(x, kernel):
+        # The transposed conv is a conv of the stride-dilated input with the spatially flipped
+        # kernel whose in/out channels are swapped within each group.
+        k = kernel.reshape((groups, c_in // groups, c_out_per_group) + tuple(window))
+        k = jnp.swapaxes(k, 1, 2).reshape((c_out, c_in // groups) + tuple(window))
+        k = jnp.flip(k, axis=tuple(range(2, 2 + n)))
+        conv_pad = tuple(
+            (d * (kk - 1) - lo, d * (kk - 1) - hi + extra)
+            for kk, d, (lo, hi), extra in zip(window, dilation, pad, output_padding)
+        )
+        dn = args.conv_dimension_numbers(n, last)
+        dn = (dn[0], "OI" + dn[1].replace("I", "").replace("O", ""), dn[2])
+        # Negative padding crops, which lax supports; it is applied after lhs dilation.
+        return lax.conv_general_dilated(
+            x, k, window_strides=(1,) * n, padding=conv_pad, lhs_dilation=stride, rhs_dilation=dilation,
+            dimension_numbers=dn, feature_group_count=groups, precision=precision,
+        )
+
+    y = _backend.dispatch(kernel_fn, reference, x, kernel, platform=platform)
     return _add_bias(y, bias, last)

@@ -19,6 +19,7 @@ import numpy as np
 from jax import lax
 
 from jaxcnn.functional import _arguments as args
+from jaxcnn.functional import _backend
 
 
 class _Geometry(NamedTuple):
@@ -173,82 +174,6 @@ def _choose_jvp(axes, is_max, primals, tangents):
     return y, _first_tangent(x, t, axes, is_max, lax.expand_dims(y, axes))
 
 
-def _tile(x: jnp.ndarray, window: tuple[int, ...], last: bool) -> tuple[jnp.ndarray, tuple[int, ...]]:
-    """Crops each spatial axis to a multiple of its window and splits it into ``(out, window)``.
-
-    Returns the reshaped array and the positions of the window axes.
-    """
-    n = len(window)
-    spatial = _spatial_axes(n, last)
-    limits = list(x.shape)
-    for axis, k in zip(spatial, window):
-        limits[axis] -= limits[axis] % k
-    if tuple(limits) != x.shape:
-        x = lax.slice(x, (0,) * x.ndim, limits)
-    split: list[int] = []
-    window_axes = []
-    for axis, size in enumerate(x.shape):
-        if axis in spatial:
-            k = window[spatial.index(axis)]
-            split += [size // k, k]
-            window_axes.append(len(split) - 1)
-        else:
-            split.append(size)
-    return x.reshape(split), tuple(window_axes)
-
-
-def _window_scan(tiles: jnp.ndarray, axes: tuple[int, ...], is_max: bool) -> jnp.ndarray:
-    """The extremum over the window ``axes`` (kept, size 1), NaN propagating.
-
-    A running max/min over one slice per window offset (``value > best or isnan(value)``,
-    PyTorch's loop vectorised over windows): elementwise selects that XLA fuses into one
-    loop, faster on CPU than a reduction over the window axes of the tiled array.
-    """
-    best = None
-    for offset in np.ndindex(*(tiles.shape[a] for a in axes)):
-        value = tiles
-        for axis, o in zip(axes, offset):
-            value = lax.slice_in_dim(value, o, o + 1, axis=axis)
-        if best is None:
-            best = value
-            continue
-        update = value > best if is_max else value < best
-        if jnp.issubdtype(tiles.dtype, jnp.floating):
-            update = update | jnp.isnan(value)
-        best = jnp.where(update, value, best)
-    return best
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _tiled_extremum(x: jnp.ndarray, window: tuple[int, ...], last: bool, is_max: bool) -> jnp.ndarray:
-    """Max/min pooling with ``stride == window`` and no padding or dilation.
-
-    The spatial axes are cropped to a multiple of the window and split into
-    ``(out, window)`` by a reshape; :func:`_window_scan` then runs over the window axes
-    (differentiated, a reduction does: see the JVP below). The gradient is a one-hot
-    select at each window's winner (:func:`_first_tangent`), broadcast over the tiles: no
-    ``reduce_window`` select-and-scatter (20-25x slower on CPU for 2x2 windows) and no
-    zero-interleaving pads (what differentiating strided slices gives).
-    """
-    tiles, axes = _tile(x, window, last)
-    return jnp.squeeze(_window_scan(tiles, axes, is_max), axes)
-
-
-@_tiled_extremum.defjvp
-def _tiled_extremum_jvp(window, last, is_max, primals, tangents):
-    (x,), (t,) = primals, tangents
-    tiles, axes = _tile(x, window, last)
-    # Differentiated, the pooled map is a reduction rather than the scan, and so is the
-    # winner search. XLA computes a reduction once, while it copies the scan's selects (and
-    # recomputes them from the 4x larger input) into every consumer of the pooled map: the
-    # next layer's kernel-gradient transpose, the winner search, the gradient's select
-    # (SimpleCNN's train step on CPU: 1.07-1.16x faster; LeNet-5's the same). Taking the
-    # winner from a scan too made LeNet-5's train step up to 1.35x slower.
-    best = _reduce_extremum(tiles, axes, is_max, keepdims=True)
-    tangent_tiles, _ = _tile(t, window, last)
-    return jnp.squeeze(best, axes), _first_tangent(tiles, tangent_tiles, axes, is_max, best)
-
-
 def _reduce_window_extremum(x: jnp.ndarray, g: _Geometry, is_max: bool) -> jnp.ndarray:
     return lax.reduce_window(
         x,
@@ -261,22 +186,21 @@ def _reduce_window_extremum(x: jnp.ndarray, g: _Geometry, is_max: bool) -> jnp.n
     )
 
 
-# The kernels below are jitted with their static geometry: eager calls then run one compiled
-# computation instead of dispatching op by op, and under an outer jit they simply inline.
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _extremum_pool(x: jnp.ndarray, g: _Geometry, is_max: bool) -> jnp.ndarray:
-    no_padding = all(p == (0, 0) for p in g.pads) and not any(g.extra)
-    if g.window == g.stride and all(d == 1 for d in g.dilation) and no_padding:
-        return _tiled_extremum(x, g.window, g.last, is_max)
-    if any(d != 1 for d in g.dilation) or jax.default_backend() == "cpu":
-        # JAX has no reverse-mode rule for reduce_window max/min with window dilation, and on
-        # CPU it differentiates reduce_window through a select-and-scatter that XLA runs
-        # slowly: with 3x3/2 windows and padding 1 at (8, 112, 112, 64), forward + gradient
-        # of this strided-slice scan take about a fifth of reduce_window's. Elsewhere the
-        # choice is left to XLA. Ties go to the first maximum in row-major order on every
-        # path; a NaN takes the gradient here as in PyTorch (the last NaN of the window).
+def _reference_extremum(x: jnp.ndarray, g: _Geometry, is_max: bool) -> jnp.ndarray:
+    """The ``lax`` program of max/min pooling: ``reduce_window``, or with window dilation (for
+    which JAX has no reverse-mode rule of ``reduce_window``) the scan of :func:`_sliced_pool`."""
+    if any(d != 1 for d in g.dilation):
         return _sliced_pool(x, g, is_max, False)
     return _reduce_window_extremum(x, g, is_max)
+
+
+# The kernels below are jitted with their static geometry: eager calls then run one compiled
+# computation instead of dispatching op by op, and under an outer jit they simply inline. The
+# backend in force is a static argument too, so a cached trace never outlives a switch.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _extremum_pool(x: jnp.ndarray, g: _Geometry, is_max: bool, backend: Any) -> jnp.ndarray:
+    kernel = None if backend is None else backend.extremum_pool(g, is_max)
+    return _backend.dispatch(kernel, lambda x: _reference_extremum(x, g, is_max), x)
 
 
 def max_pool(
@@ -312,7 +236,8 @@ def max_pool(
     """
     op = "max_pool"
     x = _check_input(x, op, floating=False)
-    return _extremum_pool(x, _geometry(x, window, stride, padding, dilation, ceil_mode, layout, op), True)
+    g = _geometry(x, window, stride, padding, dilation, ceil_mode, layout, op)
+    return _extremum_pool(x, g, True, _backend.current())
 
 
 def min_pool(
@@ -344,7 +269,8 @@ def min_pool(
     """
     op = "min_pool"
     x = _check_input(x, op, floating=False)
-    return _extremum_pool(x, _geometry(x, window, stride, padding, dilation, ceil_mode, layout, op), False)
+    g = _geometry(x, window, stride, padding, dilation, ceil_mode, layout, op)
+    return _extremum_pool(x, g, False, _backend.current())
 
 
 def _avg_divisor(g: _Geometry, count_include_pad: bool) -> np.ndarray:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import functional as F
+from jaxcnn.backends import cpu as cpu_backend
 from jaxcnn import nn as jnn
 from jaxcnn.models import _checks
 
@@ -34,12 +35,13 @@ class BasicBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
         norm = partial(jnn.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
-        # Each conv's input written once (see F.materialize): XLA:CPU would otherwise
+        # Each conv's input written once when the CPU backend is on (see
+        # jaxcnn.backends.cpu.materialize; a no-op otherwise): XLA:CPU would otherwise
         # recompute the batch norms, ReLUs and residual additions behind it in the transposes
         # of its kernel gradient.
-        x = F.materialize(x)
+        x = cpu_backend.materialize(x)
         y = conv(self.features, 3, stride=self.stride, padding=1, name="conv1")(x)
-        y = F.materialize(F.relu(norm(name="bn1")(y, train=train)))
+        y = cpu_backend.materialize(F.relu(norm(name="bn1")(y, train=train)))
         y = conv(self.features, 3, padding=1, name="conv2")(y)
         y = norm(name="bn2")(y, train=train)
         if self.stride != 1 or x.shape[-1] != self.features:
@@ -62,10 +64,10 @@ class Bottleneck(nn.Module):
         conv = partial(jnn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
         norm = partial(jnn.BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
         out = self.features * self.expansion
-        x = F.materialize(x)  # see BasicBlock
-        y = F.materialize(F.relu(norm(name="bn1")(conv(self.features, 1, name="conv1")(x), train=train)))
+        x = cpu_backend.materialize(x)  # see BasicBlock
+        y = cpu_backend.materialize(F.relu(norm(name="bn1")(conv(self.features, 1, name="conv1")(x), train=train)))
         y = conv(self.features, 3, stride=self.stride, padding=1, name="conv2")(y)
-        y = F.materialize(F.relu(norm(name="bn2")(y, train=train)))
+        y = cpu_backend.materialize(F.relu(norm(name="bn2")(y, train=train)))
         y = norm(name="bn3")(conv(out, 1, name="conv3")(y), train=train)
         if self.stride != 1 or x.shape[-1] != out:
             x = conv(out, 1, stride=self.stride, name="downsample_conv")(x)

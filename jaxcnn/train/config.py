@@ -63,7 +63,9 @@ field                               meaning
                                     ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
 ``num_devices``                     devices to use (0: all)
 ``xla_options``                     ``"auto"`` (on CPU, steps compile with
-                                    ``jaxcnn.compilation.CPU_OPTIONS``) | ``"none"`` (XLA's defaults)
+                                    ``jaxcnn.backends.cpu.CPU_OPTIONS``) | ``"none"`` (XLA's defaults)
+``cpu_kernels``                     switch the CPU kernel backend on (``jaxcnn.backends.cpu``; only
+                                    computations lowered for CPU use it); ``False``: plain ``lax``
 ``progress_bar``                    tqdm bar with loss, accuracy, images/s (process 0 only)
 ``tensorboard`` / ``plots``         write TensorBoard events / PNG plots at the end
 ==================================  ==========================================================================
@@ -81,7 +83,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxcnn.compilation import CHOICES as XLA_OPTION_CHOICES
+from jaxcnn.backends.cpu.options import CHOICES as XLA_OPTION_CHOICES
 from jaxcnn.train.optimizers import SCHEDULES
 from jaxcnn.train.parallel import PARALLEL_MODES
 from jaxcnn.train.tasks import TASKS
@@ -159,6 +161,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.parallel = "auto"
     config.num_devices = 0
     config.xla_options = "auto"
+    config.cpu_kernels = True
     config.progress_bar = True
     config.tensorboard = True
     config.plots = True
@@ -269,7 +272,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _check_str(config, field)
     _check_choice(config, "dataset.source", ("auto", "idx", "tfds"))
     for field in ("dataset.download", "optimizer.nesterov", "eval_use_ema", "mixed_precision",
-                  "checkpoint.async_save", "progress_bar", "tensorboard", "plots"):
+                  "checkpoint.async_save", "cpu_kernels", "progress_bar", "tensorboard", "plots"):
         _check_bool(config, field)
     _check_model_fields(config)
     _check_int(config, "dataset.num_classes", 0)

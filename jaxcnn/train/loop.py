@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from jaxcnn.backends import cpu as cpu_backend
 from jaxcnn.train.builders import (
     build_model,
     dataset_num_classes,
@@ -261,6 +262,10 @@ def _train_and_evaluate(
         train_source, eval_source = load_sources(config)
     num_classes = dataset_num_classes(config, train_source)
 
+    on = config.get("cpu_kernels", True)
+    kernels = cpu_backend.enable() if on else cpu_backend.disable()
+    if primary:
+        print(f"CPU kernels: {kernels}; --config.cpu_kernels={not on} switches them {'off' if on else 'on'}", flush=True)
     parallel = data_parallel_for(config)
     if primary and parallel.compiler_options:
         print(

@@ -37,8 +37,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcnn.compilation import compiler_options, resolve_choice
-from jaxcnn.compilation import jit as compiled_with_options
+from jaxcnn.backends.cpu.options import compiler_options, resolve_choice
+from jaxcnn.backends.cpu.options import jit as compiled_with_options
 
 PARALLEL_MODES = ("auto", "none", "jit", "shard_map", "pmap")
 DATA_AXIS = "data"
@@ -65,7 +65,7 @@ class DataParallel:
       devices: devices to use; default all (``jax.devices()``, every process's in multi-host,
         or ``jax.local_devices()`` for ``pmap``).
       xla_options: ``"auto"`` or ``"none"``: the per-computation XLA options the steps are
-        compiled with (:func:`jaxcnn.compilation.compiler_options` for the devices' platform;
+        compiled with (:func:`jaxcnn.backends.cpu.compiler_options` for the devices' platform;
         ``None`` reads ``$JAXCNN_XLA_OPTIONS``). ``pmap`` ignores them.
 
     Attributes:

@@ -1,4 +1,5 @@
-"""The CPU fast paths give the reference path's numbers: values and gradients, over a grid.
+"""The CPU backend's kernels give the reference program's numbers: values and gradients, over
+a grid. Every test here runs with the backend switched on (``jaxcnn.backends.cpu.kernels()``).
 
 Reference paths: ``impl="lax"`` (one ``lax.conv_general_dilated``) for convolutions,
 ``lax.reduce_window`` for pooling, PyTorch for tie-breaking and NaNs. Only the summation
@@ -16,12 +17,18 @@ import torch
 import torch.nn.functional as torch_f
 from jax import lax
 
-from jaxcnn import compilation
 from jaxcnn import functional as F
 from jaxcnn import nn as jnn
-from jaxcnn.functional import _fast_conv
+from jaxcnn.backends import cpu
+from jaxcnn.backends.cpu import conv as _fast_conv
 
 RTOL = 2e-5
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on():
+    with cpu.kernels():
+        yield
 
 
 def _close(actual, expected, rtol=RTOL):
@@ -111,7 +118,7 @@ def test_conv_fast_path_under_the_options_matches_lax(spatial, c_in, c_out, wind
     ct = _random(jax.eval_shape(fast, x, w).shape, 2)
 
     def run(f):
-        return compilation.jit(lambda x, w: (f(x, w), jax.vjp(f, x, w)[1](ct)))(x, w)
+        return cpu.jit(lambda x, w: (f(x, w), jax.vjp(f, x, w)[1](ct)))(x, w)
 
     _close(run(fast), run(ref))
 
@@ -217,7 +224,7 @@ def test_grouped_conv_block_diagonal_matches_lax(
     fast = lambda x, w: F.conv(x, w, impl="auto", **kw)  # noqa: E731
     ref = lambda x, w: F.conv(x, w, impl="lax", **kw)  # noqa: E731
     _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
-    assert bool(calls) == (dense and jax.default_backend() == "cpu")
+    assert bool(calls) == dense
 
 
 def test_block_diagonal_kernel_against_numpy_loops():
@@ -295,25 +302,29 @@ def _uses_fast_path(f, *args) -> bool:
 
 
 def test_auto_selection_rules():
+    """With the kernels on, "auto" stages a kernel beside the lax program; off, only lax."""
     x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
-    on_cpu = jax.default_backend() == "cpu"
-    assert _uses_fast_path(lambda x, w: F.conv(x, w), x, w) == on_cpu
+    assert _uses_fast_path(lambda x, w: F.conv(x, w), x, w)
     assert not _uses_fast_path(lambda x, w: F.conv(x, w, impl="lax"), x, w)
+    with cpu.kernels(False):
+        assert not _uses_fast_path(lambda x, w: F.conv(x, w), x, w)
+        assert _uses_fast_path(lambda x, w: F.conv(x, w, impl="im2col"), x, w)  # an explicit request
     # Unsupported: channels first, half precision under "auto"; groups take their own path.
     xc, wc = jnp.ones((2, 4, 8, 8)), jnp.ones((8, 4, 3, 3))
     assert not _uses_fast_path(lambda x, w: F.conv(x, w, layout="NCHW"), xc, wc)
     grouped = str(jax.make_jaxpr(lambda x, w: F.conv(x, w, groups=2))(x, jnp.ones((3, 3, 2, 8))))
-    assert ("conv_general_dilated" not in grouped) == on_cpu
+    assert "platform_index" in grouped
     xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
     assert not _uses_fast_path(lambda x, w: F.conv(x, w), xb, wb)
     # A 1x1 convolution without padding is a matmul, in every derivative.
     w1 = jnp.ones((1, 1, 4, 8))
-    pointwise = str(jax.make_jaxpr(jax.grad(lambda x, w: F.conv(x, w, stride=2).sum(), argnums=(0, 1)))(x, w1))
-    assert ("conv_general_dilated" not in pointwise and "dot_general" in pointwise) == on_cpu
+    pointwise = jax.jit(jax.grad(lambda x, w: F.conv(x, w, stride=2).sum(), argnums=(0, 1)))
+    text = pointwise.trace(x, w1).lower(lowering_platforms=("cpu",)).as_text()
+    assert "convolution" not in text and "dot_general" in text
     # The module goes through the same op.
     module = jnn.Conv(8, 3)
     variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
-    assert _uses_fast_path(lambda v, x: module.apply(v, x), variables, x) == on_cpu
+    assert _uses_fast_path(lambda v, x: module.apply(v, x), variables, x)
 
 
 def test_auto_plan_per_pass():
@@ -324,9 +335,6 @@ def test_auto_plan_per_pass():
             channels_last=True, groups=1,
         )
 
-    if jax.default_backend() != "cpu":
-        assert plan(64, 64) is None
-        return
     wide, thin_in, thin_out, pointwise = plan(64, 64), plan(3, 64), plan(64, 2), plan(64, 64, (1, 1))
     assert (wide.forward, wide.input_grad, wide.kernel_grad) == ("lax", "lax", "im2col")
     assert (thin_in.forward, thin_in.input_grad, thin_in.kernel_grad) == ("im2col", "im2col", "im2col")
@@ -349,52 +357,52 @@ def test_auto_plan_per_pass():
 def test_auto_plan_takes_strided_input_gradients_by_phase():
     """Both compilation modes: XLA's defaults and jaxcnn's CPU options (where the planner
     otherwise leaves non-thin layers to lax)."""
-    def plan(c_in, c_out, window=(5, 5), stride=(2, 2), dilation=(1, 1)):
+    def plan(c_in, c_out, window=(5, 5), stride=(2, 2), dilation=(1, 1), xla_options=False):
         return _fast_conv.plan(
             "auto", (8, 16, 16, c_in), jnp.float32, window, c_out, stride, tuple((k // 2, k // 2) for k in window),
-            dilation, None,
-            channels_last=True, groups=1,
+            dilation, None, channels_last=True, groups=1, xla_options=xla_options,
         )
 
-    def passes():
+    def passes(xla_options):
         return {
-            "allconv": plan(32, 32), "wide": plan(64, 128), "unstrided": plan(32, 32, stride=(1, 1)),
-            "dilated": plan(32, 32, dilation=(2, 2)), "thin": plan(3, 32), "pointwise": plan(32, 32, window=(1, 1)),
+            "allconv": plan(32, 32, xla_options=xla_options), "wide": plan(64, 128, xla_options=xla_options),
+            "unstrided": plan(32, 32, stride=(1, 1), xla_options=xla_options),
+            "dilated": plan(32, 32, dilation=(2, 2), xla_options=xla_options),
+            "thin": plan(3, 32, xla_options=xla_options), "pointwise": plan(32, 32, window=(1, 1), xla_options=xla_options),
         }
 
-    if jax.default_backend() != "cpu":
-        assert all(p is None for p in passes().values())
-        return
-    default = passes()
+    default = passes(False)
     assert default["allconv"][4:7] == ("lax", "phase", "im2col")
     assert default["wide"].input_grad == "phase"
     assert default["unstrided"].input_grad == default["dilated"].input_grad == "lax"
     assert default["thin"].input_grad == "im2col"
-    found = {}
-    compilation.jit(lambda x: found.update(passes()) or x, xla_options="auto")(jnp.zeros(()))
+    found = passes(True)
     assert found["allconv"][4:7] == ("lax", "phase", "lax")
     assert found["wide"][4:7] == ("lax", "phase", "lax")
     assert found["unstrided"] is found["dilated"] is found["pointwise"] is None
     assert found["thin"].input_grad == "im2col"
     # Single-channel inputs follow the same rule under both: a sum over taps up to 16 outputs.
-    grey = {}
-    compilation.jit(lambda x: grey.update(few=plan(1, 6), many=plan(1, 32)) or x, xla_options="auto")(jnp.zeros(()))
-    assert (grey["few"].forward, grey["many"].forward) == ("taps", "lax")
+    assert (plan(1, 6, xla_options=True).forward, plan(1, 32, xla_options=True).forward) == ("taps", "lax")
 
 
-def test_impl_environment_variable(monkeypatch):
+def test_jit_tells_the_kernels_its_options_and_never_switches_them_on():
+    seen = []
+    cpu.jit(lambda x: seen.append((cpu.enabled(), cpu._backend.current())) or x, backend="cpu")(jnp.zeros(()))
+    with cpu.kernels(False):
+        cpu.jit(lambda x: seen.append((cpu.enabled(), cpu._backend.current())) or x, backend="cpu")(jnp.zeros(1))
+    assert seen == [(True, cpu.Kernels(xla_options=True)), (False, None)]
+    assert cpu._backend.current() == cpu.Kernels(xla_options=False)  # restored after tracing
+
+
+def test_no_environment_variable_changes_an_op(monkeypatch):
     x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 8))
-    monkeypatch.setenv("JAXCNN_CONV_IMPL", "lax")
-    assert not _uses_fast_path(lambda x, w: F.conv(x, w), x, w)
     monkeypatch.setenv("JAXCNN_CONV_IMPL", "im2col")
-    assert _uses_fast_path(lambda x, w: F.conv(x, w), x, w)
-    # An explicit argument wins over the environment.
-    assert not _uses_fast_path(lambda x, w: F.conv(x, w, impl="lax"), x, w)
-    monkeypatch.setenv("JAXCNN_CONV_IMPL", "fastest")
-    with pytest.raises(ValueError, match="JAXCNN_CONV_IMPL"):
-        F.conv(x, w)
+    with cpu.kernels(False):
+        assert not _uses_fast_path(lambda x, w: F.conv(x, w), x, w)
     with pytest.raises(ValueError, match="impl"):
         F.conv_transpose(x, w, impl="cudnn")
+    with pytest.raises(ValueError, match="impl"):
+        F.conv(x, w, impl="fastest")
 
 
 def test_import_changes_no_global_setting():

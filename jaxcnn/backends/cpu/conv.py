@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -60,15 +61,6 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from jaxcnn.compilation import cpu_options_in_force
-from jaxcnn.settings import resolve
-
-ENV_VAR = "JAXCNN_CONV_IMPL"
-IMPLS = ("auto", "lax", "im2col")
-
-# Target size of one chunk of patches for the kernel gradient, which reduces over the whole
-# batch (its chunks accumulate into one small matrix); the batch is split into whole images.
-CHUNK_BYTES = 2 << 20
 # The forward pass and the input gradient stack their chunks' outputs, which costs a pass
 # over the output; they are chunked only to bound memory.
 WIDE_CHUNK_BYTES = 64 << 20
@@ -93,18 +85,13 @@ class Plan(NamedTuple):
     forward: str  # "lax" | "im2col" | "taps"
     input_grad: str  # "lax" | "im2col" | "phase"
     kernel_grad: str
-    chunk: int  # images per chunk of the im2col kernel gradient (divides the batch)
     wide_chunk: int  # images per chunk of the im2col forward pass / input gradient
 
 
-def resolve_impl(impl: str | None, op: str) -> str:
-    """``impl`` or, when ``None``, ``$JAXCNN_CONV_IMPL`` (default ``"auto"``), validated."""
-    return resolve(impl, argument="impl", env_var=ENV_VAR, default="auto", choices=IMPLS, op=op)[0]
-
-
 def _cpu_float(dtype: Any) -> bool:
-    """Whether "auto" may take a CPU fast path: the CPU backend and a float32/float64 dtype."""
-    return jax.default_backend() == "cpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+    """Whether "auto" may take a kernel: float32/float64 (the platform is chosen by the caller,
+    ``lax.platform_dependent``)."""
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
 
 def out_sizes(
@@ -146,6 +133,7 @@ def plan(
     *,
     channels_last: bool,
     groups: int,
+    xla_options: bool = False,
 ) -> Plan | None:
     """The fast path's plan for a convolution, or ``None`` to use ``lax`` for everything.
 
@@ -197,10 +185,9 @@ def plan(
     outs = out_sizes(tuple(x_shape[1:-1]), window, stride, pads, dilation)
     itemsize = jnp.dtype(dtype).itemsize
     per_image = math.prod(outs) * math.prod(window) * x_shape[-1] * itemsize
-    chunk = _chunk(x_shape[0], per_image, CHUNK_BYTES)
     wide = _chunk(x_shape[0], per_image, WIDE_CHUNK_BYTES)
     if impl == "im2col":
-        return Plan(stride, pads, dilation, precision, "im2col", "im2col", "im2col", chunk, wide)
+        return Plan(stride, pads, dilation, precision, "im2col", "im2col", "im2col", wide)
     if not _cpu_float(dtype):
         return None
     c_in = x_shape[-1]
@@ -209,7 +196,7 @@ def plan(
         not thin and math.prod(window) > 1
         and any(s > 1 for s in stride) and all(d == 1 for d in dilation)
     )
-    if cpu_options_in_force():
+    if xla_options:
         # Compiled with jaxcnn.compilation.CPU_OPTIONS, XLA's own (Eigen) convolutions run
         # the forward pass and the kernel gradient faster than im2col, thin layers included,
         # but for the kernel gradient of a grey or RGB input into many maps (see docstring).
@@ -225,7 +212,7 @@ def plan(
     input_grad = "im2col" if c_in <= THIN_OUTPUT else "phase" if by_phase else "lax"
     if forward == input_grad == kernel_grad == "lax":
         return None
-    return Plan(stride, pads, dilation, precision, forward, input_grad, kernel_grad, chunk, wide)
+    return Plan(stride, pads, dilation, precision, forward, input_grad, kernel_grad, wide)
 
 
 def _patches(
@@ -286,19 +273,32 @@ def _chunked(fn, x: jnp.ndarray, other: jnp.ndarray, chunk: int, remat: bool = T
     With ``remat``, ``fn`` is rematerialised (``jax.checkpoint``): what it computes from
     ``x`` alone (the patches) is rebuilt chunk by chunk in the transposed pass instead of
     being saved.
+
+    The chunks interleave: chunk ``k`` holds images ``k, k + n/chunk, k + 2 n/chunk, ...``.
+    A batch split over devices in contiguous blocks (data parallelism) then keeps every
+    chunk's images on their own device whenever each device's share is a multiple of the
+    number of chunks: the loop runs on local data, with no collective inside it. Contiguous
+    chunks would cut each device's block across loop iterations, and XLA partitions that
+    with collectives over subsets of the devices inside the loop, which XLA:CPU can deadlock.
     """
     body = jax.checkpoint(fn, prevent_cse=False) if remat else fn
     n = x.shape[0]
     if chunk >= n:
         return body(x, other)
-    chunks = x.reshape((n // chunk, chunk, *x.shape[1:]))
+    count = n // chunk
+    chunks = jnp.swapaxes(x.reshape((chunk, count, *x.shape[1:])), 0, 1)
     _, ys = lax.scan(lambda carry, xc: (carry, body(xc, other)), None, chunks)
-    return ys.reshape((n, *ys.shape[2:]))
+    return jnp.swapaxes(ys, 0, 1).reshape((n, *ys.shape[2:]))
 
 
 def kernel_tangent(x: jnp.ndarray, tk: jnp.ndarray, p: Plan) -> jnp.ndarray:
-    """The kernel tangent ``conv(x, tK)`` whose transpose is the chunked im2col kernel gradient."""
-    return _chunked(functools.partial(_kernel_tangent_chunk, p=p), x, tk, p.chunk)
+    """The kernel tangent ``conv(x, tK)`` whose transpose is the im2col kernel gradient.
+
+    One matrix product over the whole batch, not a loop over batch chunks: the kernel gradient
+    contracts the batch, and a loop doing so puts a collective into every iteration when the
+    batch is split over devices (see :func:`_chunked`).
+    """
+    return _chunked(functools.partial(_kernel_tangent_chunk, p=p), x, tk, x.shape[0])
 
 
 def _im2col_chunk(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
@@ -529,7 +529,7 @@ def plan_transpose(
         return None
     if any(e >= s for e, s in zip(output_padding, stride)):
         return None
-    p = Plan(stride, pads, dilation, precision, "im2col", "im2col", "im2col", 0, 0)
+    p = Plan(stride, pads, dilation, precision, "im2col", "im2col", "im2col", 0)
     if impl == "im2col":
         return p
     if not _cpu_float(dtype):
@@ -620,14 +620,15 @@ def block_diagonal(kernel: jnp.ndarray, groups: int) -> jnp.ndarray:
     return jnp.einsum("...cgo,gh->...gcho", k, eye).reshape(*window, groups * per_group, o)
 
 
-def _dense_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride, pads: Pads, dilation, precision, impl: str):
+def _dense_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride, pads: Pads, dilation, precision, impl: str,
+                xla_options: bool = False):
     """A ``groups=1`` channels-last convolution by the path :func:`conv` would take."""
     window = kernel.shape[:-2]
     if use_pointwise(impl, x.dtype, window, pads, channels_last=True, groups=1):
         return pointwise_conv(x, kernel, stride, precision)
     # plan() returns None when every pass would be lax; conv_fast runs that plan as plain lax.
     p = plan(impl, x.shape, x.dtype, window, kernel.shape[-1], stride, pads, dilation, precision,
-             channels_last=True, groups=1) or Plan(stride, pads, dilation, precision, "lax", "lax", "lax", 0, 0)
+             channels_last=True, groups=1, xla_options=xla_options) or Plan(stride, pads, dilation, precision, "lax", "lax", "lax", 0)
     return conv_fast(x, kernel, p)
 
 
@@ -640,6 +641,7 @@ def grouped_conv(
     groups: int,
     precision: Any = None,
     impl: str = "auto",
+    xla_options: bool = False,
 ) -> jnp.ndarray:
     """Channels-last grouped convolution without ``feature_group_count``.
 
@@ -660,11 +662,12 @@ def grouped_conv(
         return depthwise_conv(x, kernel, depthwise_plan(x.shape, x.dtype, window, stride, pads, dilation, precision))
     few_per_group = min(per_group, out_per_group) <= THIN_OUTPUT or groups > SPLIT_GROUPS
     if impl == "auto" and few_per_group and max(c, o) <= BLOCK_DIAGONAL_MAX_CHANNELS:
-        return _dense_conv(x, block_diagonal(kernel, groups), stride, pads, dilation, precision, impl)
+        return _dense_conv(x, block_diagonal(kernel, groups), stride, pads, dilation, precision, impl, xla_options)
     if groups <= SPLIT_GROUPS:
         outs = [
             _dense_conv(x[..., g * per_group : (g + 1) * per_group],
-                        kernel[..., g * out_per_group : (g + 1) * out_per_group], stride, pads, dilation, precision, impl)
+                        kernel[..., g * out_per_group : (g + 1) * out_per_group], stride, pads, dilation, precision,
+                        impl, xla_options)
             for g in range(groups)
         ]
         return jnp.concatenate(outs, axis=-1)
@@ -683,15 +686,13 @@ def grouped_conv(
 
 
 def depthwise_plan(x_shape, dtype, window, stride, pads: Pads, dilation, precision) -> Plan:
-    """Chunks for :func:`depthwise_conv`: ``chunk`` for the kernel gradient (a reduction
-    over the batch, cache-sized), ``wide_chunk`` for the forward pass (:func:`_loop_chunk`)."""
+    """Chunks for :func:`depthwise_conv`: ``wide_chunk`` for the forward pass (:func:`_loop_chunk`)."""
     outs = out_sizes(tuple(x_shape[1:-1]), window, stride, pads, dilation)
     per_image = math.prod(outs) * x_shape[-1] * jnp.dtype(dtype).itemsize
     n = x_shape[0]
-    chunk = _chunk(n, per_image, CHUNK_BYTES)  # an empty batch gets 0: _chunked then calls fn once
     wide = _loop_chunk(n, per_image)
     kind = "depthwise"
-    return Plan(stride, pads, dilation, precision, kind, kind, kind, chunk, wide)
+    return Plan(stride, pads, dilation, precision, kind, kind, kind, wide)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -708,8 +709,56 @@ def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
 
 def _depthwise_jvp(p: Plan, primals, tangents):
     taps = functools.partial(_tap_sum, p=p)
-    kernel_term = lambda x, tk: _chunked(taps, x, tk, p.chunk)  # noqa: E731
+    kernel_term = lambda x, tk: _chunked(taps, x, tk, x.shape[0])  # noqa: E731  (see kernel_tangent)
     return _bilinear_jvp(depthwise_conv(*primals, p), taps, kernel_term, primals, tangents)
 
 
 depthwise_conv.defjvp(_depthwise_jvp, symbolic_zeros=True)
+
+
+def conv_kernel(
+    impl: str, x_shape: tuple[int, ...], dtype: Any, window: tuple[int, ...], c_out: int, stride: tuple[int, ...],
+    pads: Pads, dilation: tuple[int, ...], groups: int, precision: Any, *, channels_last: bool, xla_options: bool,
+) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] | None:
+    """The kernel ``(x, kernel) -> y`` for a convolution with zero padding ``pads`` (bias
+    excluded), or ``None`` when ``lax.conv_general_dilated`` is kept.
+
+    ``impl``: ``"auto"`` (the rules of :func:`use_pointwise`, :func:`plan` and
+    :func:`use_grouped`; ``xla_options`` says whether the computation is compiled with
+    :data:`jaxcnn.backends.cpu.CPU_OPTIONS`) or ``"im2col"`` (matrix products for every pass
+    where supported).
+    """
+    if use_pointwise(impl, dtype, window, pads, channels_last=channels_last, groups=groups):
+        return functools.partial(_pointwise, stride=stride, precision=precision)
+    p = plan(impl, x_shape, dtype, window, c_out, stride, pads, dilation, precision,
+             channels_last=channels_last, groups=groups, xla_options=xla_options)
+    if p is not None:
+        return lambda x, kernel: conv_fast(x, kernel, p)
+    if use_grouped(impl, dtype, channels_last=channels_last, groups=groups):
+        return functools.partial(grouped_conv, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                                 precision=precision, impl=impl, xla_options=xla_options)
+    return None
+
+
+def _pointwise(x: jnp.ndarray, kernel: jnp.ndarray, *, stride, precision) -> jnp.ndarray:
+    return pointwise_conv(x, kernel, stride, precision)
+
+
+def conv_transpose_kernel(
+    impl: str, dtype: Any, window: tuple[int, ...], stride: tuple[int, ...], pads: Pads, dilation: tuple[int, ...],
+    output_padding: tuple[int, ...], out_spatial: tuple[int, ...], groups: int, precision: Any, *,
+    channels_last: bool,
+) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] | None:
+    """The kernel ``(x, kernel) -> y`` of a transposed convolution, ``kernel`` in PyTorch's
+    ``(C_in, C_out, *window)`` order (bias excluded), or ``None`` to keep ``lax``."""
+    p = plan_transpose(impl, dtype, window, stride, pads, dilation, output_padding, precision,
+                       channels_last=channels_last, groups=groups)
+    if p is None:
+        return None
+
+    def run(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+        # PyTorch's (C_in, C_out, *window) is the HWIO kernel (*window, C_out, C_in) of the
+        # convolution whose input gradient this is.
+        return matmul_transpose(x, jnp.moveaxis(kernel, (0, 1), (-1, -2)), out_spatial, p)
+
+    return run
