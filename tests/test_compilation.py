@@ -1,5 +1,6 @@
-"""Per-computation XLA options: what they are, that they take effect, and that they change
-no number beyond float32 rounding (references: plain ``jax.jit`` and the ``lax`` convolution)."""
+"""Per-computation XLA options of the CPU backend (``jaxcnn.backends.cpu``): what they are,
+that they take effect, and that they change no number beyond float32 rounding (references:
+plain ``jax.jit`` and the ``lax`` convolution)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import compilation
 from jaxcnn import functional as F
-from jaxcnn.functional import _fast_conv
+from jaxcnn.backends import cpu
+from jaxcnn.backends.cpu import conv as cpu_conv
+from jaxcnn.backends.cpu import options as compilation
 from jaxcnn.train import DataParallel, default_config, validate_config
 
 ON_CPU = jax.default_backend() == "cpu"
@@ -43,25 +45,32 @@ def test_bad_choice_names_its_source(monkeypatch):
         validate_config(config)
 
 
-def test_jit_tells_the_traced_function():
+def test_jit_passes_its_options_to_the_kernels_only_when_they_are_on():
     seen = []
 
     def make():  # a new function each time: jax.jit caches traces per function
         def f(x):
-            seen.append(compilation.cpu_options_in_force())
+            seen.append(cpu._backend.current())
             return x * 2
 
         return f
 
-    assert not compilation.cpu_options_in_force()
-    np.testing.assert_array_equal(compilation.jit(make())(jnp.arange(3.0)), [0.0, 2.0, 4.0])
-    compilation.jit(make(), xla_options="none")(jnp.arange(3.0))
-    jax.jit(make())(jnp.arange(3.0))
-    assert seen == [ON_CPU, False, False]
-    assert not compilation.cpu_options_in_force()  # reset after tracing
+    with cpu.kernels(False):
+        np.testing.assert_array_equal(compilation.jit(make())(jnp.arange(3.0)), [0.0, 2.0, 4.0])
+    with cpu.kernels():
+        compilation.jit(make())(jnp.arange(3.0))
+        compilation.jit(make(), xla_options="none")(jnp.arange(3.0))
+        jax.jit(make())(jnp.arange(3.0))
+        assert cpu._backend.current() == cpu.Kernels(xla_options=False)  # reset after tracing
+    on = cpu.Kernels(xla_options=ON_CPU)
+    assert seen == [None, on, cpu.Kernels(), cpu.Kernels()]
     # jax.jit's keyword arguments pass through (static_argnames needs the wrapped signature).
     g = compilation.jit(lambda x, n: x * n, static_argnames="n")
     np.testing.assert_array_equal(g(jnp.ones(2), n=3), [3.0, 3.0])
+    # The former module names the same objects.
+    from jaxcnn import compilation as former
+
+    assert former.jit is cpu.jit and former.CPU_OPTIONS is cpu.CPU_OPTIONS
 
 
 @pytest.mark.skipif(not ON_CPU, reason="the options are CPU-only")
@@ -76,28 +85,23 @@ def test_options_take_convolutions_from_ynnpack():
     assert "__ynn_fusion" not in ours and "convolution(" in ours
 
 
-@pytest.mark.skipif(not ON_CPU, reason="the fast paths are CPU-only")
 def test_plan_under_the_options_keeps_im2col_for_few_channels_only():
-    def plan(c_in, c_out, window=(3, 3)):
+    def plan(c_in, c_out, window=(3, 3), xla_options=True):
         pads = ((1, 1), (1, 1)) if window == (3, 3) else ((0, 0), (0, 0))
-        return _fast_conv.plan(
+        return cpu_conv.plan(
             "auto", (8, 16, 16, c_in), jnp.float32, window, c_out, (1, 1), pads, (1, 1), None,
-            channels_last=True, groups=1,
+            channels_last=True, groups=1, xla_options=xla_options,
         )
 
-    token = compilation._CPU_OPTIONS_IN_FORCE.set(True)
-    try:
-        assert plan(64, 64) is None and plan(64, 64, (1, 1)) is None and plan(16, 32) is None
-        thin_in, grey, thin_out, lenet2 = plan(3, 32), plan(1, 32), plan(64, 4), plan(6, 16)
-    finally:
-        compilation._CPU_OPTIONS_IN_FORCE.reset(token)
+    assert plan(64, 64) is None and plan(64, 64, (1, 1)) is None and plan(16, 32) is None
+    thin_in, grey, thin_out, lenet2 = plan(3, 32), plan(1, 32), plan(64, 4), plan(6, 16)
     # XLA's forward pass everywhere; im2col keeps the input gradient into few channels and
     # the kernel gradient of a grey or RGB input into many maps (see plan).
     assert (thin_in.forward, thin_in.input_grad, thin_in.kernel_grad) == ("lax", "im2col", "im2col")
     assert (grey.forward, grey.input_grad, grey.kernel_grad) == ("lax", "im2col", "im2col")
     assert thin_out is None
     assert (lenet2.forward, lenet2.input_grad, lenet2.kernel_grad) == ("lax", "im2col", "lax")
-    assert plan(64, 64) is not None  # outside the options: the YNNPACK-era plan
+    assert plan(64, 64, xla_options=False) is not None  # outside the options: the YNNPACK-era plan
 
 
 @pytest.mark.parametrize("c_in, c_out", [(16, 24), (1, 8), (3, 16)])
@@ -113,7 +117,8 @@ def test_conv_under_the_options_matches_the_reference(c_in, c_out):
             lambda x, w: jnp.vdot(F.conv(x, w, padding=1, impl=impl), ct), argnums=(0, 1)
         )(x, w)
 
-    ours = compilation.jit(value_and_grads(None))(x, w)
+    with cpu.kernels():
+        ours = compilation.jit(value_and_grads(None))(x, w)
     ref = jax.jit(value_and_grads("lax"))(x, w)
     for a, e in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
         scale = float(np.max(np.abs(e)))
@@ -122,18 +127,20 @@ def test_conv_under_the_options_matches_the_reference(c_in, c_out):
 
 def test_data_parallel_compiles_with_the_chosen_options(monkeypatch):
     monkeypatch.delenv(compilation.ENV_VAR, raising=False)
-    cpu = jax.devices("cpu")[:1]
-    assert DataParallel("none", cpu).compiler_options == compilation.CPU_OPTIONS
-    assert DataParallel("none", cpu, "none").compiler_options is None
-    assert DataParallel("pmap", cpu, "auto").compiler_options is None  # jax.pmap takes none
+    devices = jax.devices("cpu")[:1]
+    assert DataParallel("none", devices).compiler_options == compilation.CPU_OPTIONS
+    assert DataParallel("none", devices, "none").compiler_options is None
+    assert DataParallel("pmap", devices, "auto").compiler_options is None  # jax.pmap takes none
     monkeypatch.setenv(compilation.ENV_VAR, "none")
-    assert DataParallel("none", cpu).compiler_options is None
+    assert DataParallel("none", devices).compiler_options is None
     seen = []
 
     def step(state, batch):
-        seen.append(compilation.cpu_options_in_force())
+        seen.append(cpu._backend.current())
         return state + batch["x"].sum(), {"loss": batch["x"].sum()}
 
-    parallel = DataParallel("none", cpu, "auto")
-    state, metrics = parallel.compile_train_step(step)(jnp.zeros(()), {"x": jnp.ones(4)})
-    assert float(state) == 4.0 and float(metrics["loss"]) == 4.0 and seen == [True]
+    parallel = DataParallel("none", devices, "auto")
+    with cpu.kernels():
+        state, metrics = parallel.compile_train_step(step)(jnp.zeros(()), {"x": jnp.ones(4)})
+    assert float(state) == 4.0 and float(metrics["loss"]) == 4.0
+    assert seen == [cpu.Kernels(xla_options=ON_CPU)]

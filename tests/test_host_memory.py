@@ -1,4 +1,5 @@
-"""jaxcnn.host_memory: freed memory is reused after keep_freed_memory(), and only then.
+"""jaxcnn.backends.cpu.host_memory (alias jaxcnn.host_memory): freed memory is reused after
+keep_freed_memory(), and only then.
 
 Measured by behaviour, in a fresh process each: a 48 MiB block is allocated, written, freed
 and allocated and written again; the page faults of the second round count the pages the
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from jaxcnn import host_memory
+from jaxcnn.backends.cpu import host_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -21,7 +22,7 @@ mode = sys.argv[1]
 if mode == "import":  # importing the library (models, training, the command) changes nothing
     import jaxcnn, jaxcnn.functional, jaxcnn.models, jaxcnn.train, jaxcnn.cli, jaxcnn.host_memory
 elif mode != "untouched":
-    from jaxcnn.host_memory import keep_freed_memory
+    from jaxcnn.backends.cpu.host_memory import keep_freed_memory
     print(keep_freed_memory(mode))
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

@@ -4,8 +4,6 @@ fields (against hand-computed values and the gradient's support)."""
 import json
 import math
 
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import nn as jnn
+from jaxcnn.backends import cpu
 from jaxcnn.models import LeNet5, ResNet18, SimpleCNN, UNet
 from jaxcnn.summary import LayerRow, Summary, summary
 
@@ -20,19 +19,12 @@ from jaxcnn.summary import LayerRow, Summary, summary
 def _xla_flops(model, shape, train=False):
     """FLOPs of the compiled forward pass, by XLA's own cost analysis.
 
-    Traced with the reference convolution (``JAXCNN_CONV_IMPL=lax``): XLA counts a
-    convolution's FLOPs exactly, while the CPU fast path's slices and matmuls are counted
-    by the instructions that happen to implement them.
+    Traced with the CPU kernels off (the reference program): XLA counts a convolution's
+    FLOPs exactly, while the kernels' slices and matmuls are counted by the instructions that
+    happen to implement them.
     """
-    previous = os.environ.get("JAXCNN_CONV_IMPL")
-    os.environ["JAXCNN_CONV_IMPL"] = "lax"
-    try:
+    with cpu.kernels(False):
         return _compiled_flops(model, shape, train)
-    finally:
-        if previous is None:
-            del os.environ["JAXCNN_CONV_IMPL"]
-        else:
-            os.environ["JAXCNN_CONV_IMPL"] = previous
 
 
 def _compiled_flops(model, shape, train):

@@ -137,8 +137,7 @@ def _first_tangent(
     is the extremum (``jnp.max`` propagates it) and the first NaN takes the tangent, as
     ``jnp.argmax`` would. Everything stays in ``x``'s own layout: an index of each cell
     within its window, a masked min of it, and a one-hot select, which XLA fuses into a few
-    elementwise loops (moving the window axes last first costs two transposes of ``x``, which
-    made this gradient slower than the rest of a small CNN's training step on CPU).
+    elementwise loops (moving the window axes last first would cost two transposes of ``x``).
     """
     if extremum is None:
         extremum = _reduce_extremum(x, axes, is_max, keepdims=True)

@@ -129,8 +129,7 @@ def make_train_step(
         # A bad step keeps the old state: the loop raises, and nothing non-finite is saved.
         # A branch rather than a select over the whole state: a select is one more pass over
         # parameters and optimizer state, and the branch also keeps the optimizer update out
-        # of the backward pass's fusions (SimpleCNN steps 1.08-1.18x faster, measured A/B on
-        # 2 cores; ResNet-18, U-Net and LeNet-5 unchanged).
+        # of the backward pass's fusions (docs/cpu_backend.md has the measurement).
         new_state = jax.lax.cond(finite, update, lambda state: state, state)
 
         metrics = {"loss": loss.astype(jnp.float32), "grad_norm": grad_norm.astype(jnp.float32)}

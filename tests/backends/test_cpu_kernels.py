@@ -20,7 +20,7 @@ from jax import lax
 from jaxcnn import functional as F
 from jaxcnn import nn as jnn
 from jaxcnn.backends import cpu
-from jaxcnn.backends.cpu import conv as _fast_conv
+from jaxcnn.backends.cpu import conv as cpu_conv
 
 RTOL = 2e-5
 
@@ -140,11 +140,11 @@ PHASE_GRID = [
 def test_phase_conv_matches_lax(spatial, window, stride, pads, dilation):
     x = _random((2, *spatial, 3), 0)
     w = _random((*window, 3, 4), 1)
-    phase = _fast_conv.Plan(stride, pads, dilation, None, "phase", "phase", "lax", 1, 1)
-    ref = _fast_conv.Plan(stride, pads, dilation, None, "lax", "lax", "lax", 1, 1)
+    phase = cpu_conv.Plan(stride, pads, dilation, None, "phase", "phase", "lax", 1)
+    ref = cpu_conv.Plan(stride, pads, dilation, None, "lax", "lax", "lax", 1)
     _close(
-        _value_and_derivatives(lambda x, w: _fast_conv.conv_fast(x, w, phase), x, w),
-        _value_and_derivatives(lambda x, w: _fast_conv.lax_conv(x, w, ref), x, w),
+        _value_and_derivatives(lambda x, w: cpu_conv.conv_fast(x, w, phase), x, w),
+        _value_and_derivatives(lambda x, w: cpu_conv.lax_conv(x, w, ref), x, w),
     )
 
 
@@ -154,14 +154,14 @@ def test_phase_conv_against_numpy_loops():
     x, w = rng.standard_normal((2, 9, 8, 3)), rng.standard_normal((3, 4, 3, 5))
     stride, pads, dilation = (2, 3), ((1, 2), (0, 1)), (2, 1)
     padded = np.pad(x, ((0, 0), *pads, (0, 0)))
-    out = _fast_conv.out_sizes((9, 8), (3, 4), stride, pads, dilation)
+    out = cpu_conv.out_sizes((9, 8), (3, 4), stride, pads, dilation)
     expected = np.zeros((2, *out, 5))
     for i, j in np.ndindex(*out):
         for a, b in np.ndindex(3, 4):
             cell = padded[:, i * stride[0] + a * dilation[0], j * stride[1] + b * dilation[1], :]
             expected[:, i, j, :] += cell @ w[a, b]
-    p = _fast_conv.Plan(stride, pads, dilation, None, "phase", "phase", "lax", 1, 1)
-    got = _fast_conv.phase_conv(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), p)
+    p = cpu_conv.Plan(stride, pads, dilation, None, "phase", "phase", "lax", 1)
+    got = cpu_conv.phase_conv(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), p)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
 
 
@@ -183,8 +183,8 @@ GROUPED_GRID = [
     ((9, 8), 6, 4, (3, 3), 1, "SAME", 1, 2),
     ((10,), 6, 9, (3,), 2, 1, 1, 3),
     ((5, 6, 4), 4, 4, (3, 1, 2), 1, 1, 1, 2),
-    ((6, 5), 2 * (_fast_conv.SPLIT_GROUPS + 1), _fast_conv.SPLIT_GROUPS + 1, (3, 3), 1, 1, 1,
-     _fast_conv.SPLIT_GROUPS + 1),
+    ((6, 5), 2 * (cpu_conv.SPLIT_GROUPS + 1), cpu_conv.SPLIT_GROUPS + 1, (3, 3), 1, 1, 1,
+     cpu_conv.SPLIT_GROUPS + 1),
 ]
 
 
@@ -219,8 +219,8 @@ def test_grouped_conv_block_diagonal_matches_lax(
     w = _random((*window, c_in // groups, c_out), 1) / np.float32(np.sqrt(np.prod(window) * c_in / groups))
     kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     calls = []
-    real = _fast_conv.block_diagonal
-    monkeypatch.setattr(_fast_conv, "block_diagonal", lambda k, g: calls.append(g) or real(k, g))
+    real = cpu_conv.block_diagonal
+    monkeypatch.setattr(cpu_conv, "block_diagonal", lambda k, g: calls.append(g) or real(k, g))
     fast = lambda x, w: F.conv(x, w, impl="auto", **kw)  # noqa: E731
     ref = lambda x, w: F.conv(x, w, impl="lax", **kw)  # noqa: E731
     _close(_value_and_derivatives(fast, x, w), _value_and_derivatives(ref, x, w))
@@ -234,36 +234,34 @@ def test_block_diagonal_kernel_against_numpy_loops():
         for c in range(2):
             for j in range(2):
                 expected[:, :, 2 * g + c, 2 * g + j] = kernel[:, :, c, 2 * g + j]
-    np.testing.assert_array_equal(np.asarray(_fast_conv.block_diagonal(jnp.asarray(kernel), 3)), expected)
+    np.testing.assert_array_equal(np.asarray(cpu_conv.block_diagonal(jnp.asarray(kernel), 3)), expected)
 
 
 def test_conv_chunks_over_the_batch(monkeypatch):
-    """Patches are built a few images at a time (a scan); chunking changes no number."""
+    """The forward pass and the input gradient build patches a few images at a time (a scan
+    over interleaved chunks); chunking changes no number."""
     x, w = _random((6, 7, 7, 3), 0), _random((3, 3, 3, 4), 1)
     ref = _value_and_derivatives(lambda x, w: F.conv(x, w, padding=1, impl="lax"), x, w)
     for chunk_bytes in (1, 2 * 7 * 7 * 27 * 4, 1 << 30):  # one image, two images, everything
-        monkeypatch.setattr(_fast_conv, "CHUNK_BYTES", chunk_bytes)
-        monkeypatch.setattr(_fast_conv, "WIDE_CHUNK_BYTES", chunk_bytes)
-        plan = _fast_conv.plan(
+        monkeypatch.setattr(cpu_conv, "WIDE_CHUNK_BYTES", chunk_bytes)
+        plan = cpu_conv.plan(
             "im2col", x.shape, x.dtype, (3, 3), 4, (1, 1), ((1, 1), (1, 1)), (1, 1), None,
             channels_last=True, groups=1,
         )
-        assert plan.chunk == plan.wide_chunk == {1: 1, 2 * 7 * 7 * 27 * 4: 2, 1 << 30: 6}[chunk_bytes]
+        assert plan.wide_chunk == {1: 1, 2 * 7 * 7 * 27 * 4: 2, 1 << 30: 6}[chunk_bytes]
         _close(_value_and_derivatives(lambda x, w: F.conv(x, w, padding=1, impl="im2col"), x, w), ref)
 
 
 def test_depthwise_chunks_over_the_batch(monkeypatch):
-    """The depthwise forward loops over batch chunks and its kernel gradient accumulates
-    chunk by chunk; the chunk sizes change no number."""
+    """The depthwise forward loops over batch chunks; the chunk sizes change no number."""
     x, w = _random((6, 7, 7, 3), 0), _random((3, 3, 1, 6), 1)
     kw = dict(padding=1, groups=3)
     ref = _value_and_derivatives(lambda x, w: F.conv(x, w, impl="lax", **kw), x, w)
     per_image = 7 * 7 * 3 * 4
-    for chunk_bytes, chunks in ((1, (1, 1)), (2 * per_image, (2, 2)), (1 << 30, (6, 3))):
-        monkeypatch.setattr(_fast_conv, "CHUNK_BYTES", chunk_bytes)
-        monkeypatch.setattr(_fast_conv, "WIDE_CHUNK_BYTES", 8 * chunk_bytes)
-        plan = _fast_conv.depthwise_plan(x.shape, x.dtype, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), None)
-        assert (plan.chunk, plan.wide_chunk) == chunks  # the forward always loops: at most half
+    for chunk_bytes, chunk in ((1, 1), (2 * per_image, 2), (1 << 30, 3)):
+        monkeypatch.setattr(cpu_conv, "WIDE_CHUNK_BYTES", 8 * chunk_bytes)
+        plan = cpu_conv.depthwise_plan(x.shape, x.dtype, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), None)
+        assert plan.wide_chunk == chunk  # the forward always loops: at most half the batch
         _close(_value_and_derivatives(lambda x, w: F.conv(x, w, impl="im2col", **kw), x, w), ref)
 
 
@@ -330,7 +328,7 @@ def test_auto_selection_rules():
 def test_auto_plan_per_pass():
     def plan(c_in, c_out, window=(3, 3)):
         pads = ((1, 1), (1, 1)) if window == (3, 3) else ((0, 0), (0, 0))
-        return _fast_conv.plan(
+        return cpu_conv.plan(
             "auto", (8, 16, 16, c_in), jnp.float32, window, c_out, (1, 1), pads, (1, 1), None,
             channels_last=True, groups=1,
         )
@@ -347,18 +345,18 @@ def test_auto_plan_per_pass():
     # A 1x1 window without padding is one matmul under "auto" (use_pointwise); the plan,
     # were it asked, would treat it as any other wide layer.
     assert (pointwise.forward, pointwise.input_grad, pointwise.kernel_grad) == ("lax", "lax", "im2col")
-    assert _fast_conv.use_pointwise("auto", jnp.float32, (1, 1), ((0, 0),) * 2, channels_last=True, groups=1)
-    assert not _fast_conv.use_pointwise("auto", jnp.float32, (1, 1), ((1, 1),) * 2, channels_last=True, groups=1)
-    assert not _fast_conv.use_pointwise("im2col", jnp.float32, (1,), ((0, 0),), channels_last=True, groups=1)
-    assert not _fast_conv.use_pointwise("auto", jnp.float32, (1, 1), ((0, 0),) * 2, channels_last=True, groups=2)
-    assert not _fast_conv.use_pointwise("auto", jnp.bfloat16, (1, 1), ((0, 0),) * 2, channels_last=True, groups=1)
+    assert cpu_conv.use_pointwise("auto", jnp.float32, (1, 1), ((0, 0),) * 2, channels_last=True, groups=1)
+    assert not cpu_conv.use_pointwise("auto", jnp.float32, (1, 1), ((1, 1),) * 2, channels_last=True, groups=1)
+    assert not cpu_conv.use_pointwise("im2col", jnp.float32, (1,), ((0, 0),), channels_last=True, groups=1)
+    assert not cpu_conv.use_pointwise("auto", jnp.float32, (1, 1), ((0, 0),) * 2, channels_last=True, groups=2)
+    assert not cpu_conv.use_pointwise("auto", jnp.bfloat16, (1, 1), ((0, 0),) * 2, channels_last=True, groups=1)
 
 
 def test_auto_plan_takes_strided_input_gradients_by_phase():
     """Both compilation modes: XLA's defaults and jaxcnn's CPU options (where the planner
     otherwise leaves non-thin layers to lax)."""
     def plan(c_in, c_out, window=(5, 5), stride=(2, 2), dilation=(1, 1), xla_options=False):
-        return _fast_conv.plan(
+        return cpu_conv.plan(
             "auto", (8, 16, 16, c_in), jnp.float32, window, c_out, stride, tuple((k // 2, k // 2) for k in window),
             dilation, None, channels_last=True, groups=1, xla_options=xla_options,
         )

@@ -1,16 +1,8 @@
-"""Convolution through matrix products (im2col) for XLA:CPU: the fast path of :func:`conv`.
+"""Convolution kernels for XLA:CPU: im2col, phase, taps, pointwise, grouped, depthwise and
+transposed forms of :func:`jaxcnn.functional.conv` / ``conv_transpose``.
 
-Why. On CPU, XLA (jaxlib 0.10) runs ``lax.conv_general_dilated`` through YNNPACK by default.
-The forward pass is fair, and so is the input gradient JAX derives (another convolution), but
-the kernel gradient is a convolution whose "kernel" is the whole output gradient, which runs
-several times slower than the matrix product it is: 2-4x at SimpleCNN, ResNet-18 and U-Net
-layer sizes (measured on 2 AVX2 cores). Very thin channel counts (a grey or RGB first layer,
-LeNet's 6 maps) are slow in the other passes too. Compiled with
-:data:`jaxcnn.compilation.CPU_OPTIONS`, XLA runs convolutions itself (Eigen), faster than
-both YNNPACK and the im2col below in most passes; :func:`plan` then keeps im2col for the
-input gradient into few channels and the kernel gradient of a grey or RGB first layer, and
-the phase form for strided layers' input gradients. A 1x1 convolution without padding is, in every mode, one
-matmul of the input's rows (:func:`pointwise_conv`): faster than either convolution.
+Used only when the CPU backend is on (see :mod:`jaxcnn.backends.cpu` and
+``docs/cpu_backend.md``, which also holds the measurements behind each rule).
 
 What. Each pass can be one ``dot_general`` on patches built from shifted (strided) slices:
 
@@ -18,7 +10,7 @@ What. Each pass can be one ``dot_general`` on patches built from shifted (stride
   kernel reshaped to ``(taps * C_in, C_out)``;
 - kernel gradient: ``dK = patches_t(x) @ dy`` with the patches built already transposed,
   ``(taps * C_in, N * prod(out))``, from the input moved to channels-first: a plain
-  row-major matmul (the transposed-operand form is 1.2-1.8x slower in XLA:CPU);
+  row-major matmul;
 - input gradient: ``dx = col2im(dy @ K^T)``, each tap's columns zero-padded back into place
   and summed (XLA fuses the sum into one loop).
 
@@ -29,22 +21,17 @@ convolve; :func:`matmul_transpose` (the transposed convolution) sums each output
 taps and interleaves the phases with a reshape instead of padding every tap into place.
 A single-channel input's forward pass has a third form, :func:`taps_conv`: the sum over the
 window's taps of shifted inputs times kernel rows, all elementwise (as for depthwise layers).
-
-The kernel gradient builds and consumes its patches a few images at a time (a ``lax.scan``
-over batch chunks of about :data:`CHUNK_BYTES`, accumulating into the small kernel): written
-out whole, the patches miss the caches and the matmul waits on memory (2-3x slower at
-ResNet sizes). The forward pass and the input gradient chunk only to bound memory.
+The forward pass and the input gradient build their patches a few images at a time (a
+``lax.scan`` over interleaved batch chunks, :func:`_chunked`) only to bound memory.
 
 How it plugs in. :func:`conv_fast` is a ``jax.custom_jvp`` whose tangent is a sum of two
 linear maps, one per argument, each written so that its transpose is the implementation
 chosen for that pass: reverse mode then computes ``dx`` and ``dK`` that way, forward mode and
-higher derivatives keep working, and the kernel tangent's patches are rematerialised chunk
-by chunk (``jax.checkpoint``) instead of being saved between the passes. :func:`plan` picks
-each pass's implementation at trace time from the backend, dtype, layout and channel counts
-(rules and measurements in its docstring; ``experiments/benchmarks`` reproduces them).
-``impl="lax"`` or ``JAXCNN_CONV_IMPL=lax`` keeps the reference ``lax.conv_general_dilated``
-for all three passes. Only the summation order differs between the paths; the tests hold
-values and gradients to float32 rounding. Nothing here changes a global JAX or XLA setting.
+higher derivatives keep working. :func:`plan` picks each pass's implementation at trace time
+from the dtype, layout, channel counts and the XLA options the step is compiled with; the
+platform is chosen by the caller (``lax.platform_dependent``). Only the summation order
+differs from ``lax.conv_general_dilated``; the tests hold values and gradients to float32
+rounding. Nothing here changes a global JAX or XLA setting.
 """
 
 from __future__ import annotations
@@ -135,50 +122,27 @@ def plan(
     groups: int,
     xla_options: bool = False,
 ) -> Plan | None:
-    """The fast path's plan for a convolution, or ``None`` to use ``lax`` for everything.
+    """The kernel plan for a convolution, or ``None`` to use ``lax`` for every pass.
 
-    ``"lax"``: ``None``. Otherwise the fast path needs channels last and ``groups == 1``.
-    ``"im2col"``: every pass by im2col. ``"auto"``: only on the CPU backend and for
-    float32/float64. When the computation is compiled with jaxcnn's CPU options
-    (:func:`jaxcnn.compilation.cpu_options_in_force`), XLA's own (Eigen) convolution takes
-    the forward pass (but the single-channel rule below) and the kernel gradient, except that
-    of a grey or RGB input into many maps (``C_in <= THIN_INPUT < THIN_OUTPUT < C_out``),
-    which stays im2col; the input gradient follows the rules below. Measured on 2 cores,
-    fwd + bwd of single layers, Eigen against im2col: LeNet's 6 to 16 maps (5x5, batch 128)
-    1.4x faster with Eigen's kernel gradient, 64 to 8 maps (3x3, 64x64) 3.8x with Eigen
-    everywhere, RGB stems 1.8-2.2x in isolation; in whole train steps LeNet-5 1.08-1.2x
-    faster, while SimpleCNN's first layer (1 to 32 maps) with Eigen's kernel gradient made
-    its steps at batch 32 1.03-1.1x slower, hence the exception. Under XLA's default options
-    (YNNPACK convolutions), for every layer, with (measured per pass on 2 AVX2 cores,
-    SimpleCNN/LeNet/ResNet/U-Net layer shapes):
+    ``"lax"``: ``None``. Otherwise the kernels need channels last and ``groups == 1``.
+    ``"im2col"``: every pass by im2col. ``"auto"``: float32/float64 only, pass by pass
+    (``thin`` means ``C <= THIN_OUTPUT``):
 
-    - kernel gradient: im2col (1.3-4x faster than Eigen's kernel-gradient convolution at
-      ResNet and U-Net sizes, 2-3x on SimpleCNN's layers), except when both channel counts
-      are thin (``C_in <= THIN_INPUT`` and ``C_out <= THIN_OUTPUT``, LeNet's first layer):
-      the matmul is then too small and lax 2x faster;
-    - forward: im2col when ``C_in <= THIN_INPUT`` or ``C_out <= THIN_OUTPUT`` (Eigen is
-      1.3-2x slower there), else lax, which Eigen runs at near-matmul speed; except the
-      single-channel rule below;
-    - input gradient (a convolution producing ``C_in`` channels): im2col when
-      ``C_in <= THIN_OUTPUT``, else lax; except the phase rule below.
+    - with ``xla_options`` (compiled with :data:`jaxcnn.backends.cpu.CPU_OPTIONS`, XLA's own
+      convolutions): the forward pass and the kernel gradient by ``lax``, except the kernel
+      gradient of a grey or RGB input into many maps (``C_in <= THIN_INPUT < THIN_OUTPUT <
+      C_out``), which is im2col;
+    - under XLA's default options: the kernel gradient by im2col unless both channel counts
+      are thin (``C_in <= THIN_INPUT`` and ``C_out <= THIN_OUTPUT``); the forward pass by
+      im2col when ``C_in <= THIN_INPUT`` or ``C_out <= THIN_OUTPUT``, else ``lax``;
+    - in both: the input gradient by im2col when ``C_in <= THIN_OUTPUT``, by
+      :func:`phase_conv` for a layer with a stride above 1, a window wider than one cell, no
+      dilation and neither channel count thin, else ``lax``; a single-channel input (window
+      wider than one cell) takes its forward pass by :func:`taps_conv` when ``C_out <=
+      TAPS_MAX_OUTPUT``, else ``lax``.
 
     A 1x1 window without padding does not come here under ``"auto"``: it is one matrix
     product (:func:`use_pointwise`).
-
-    In both modes, a single-channel input (``C_in == 1``, a window wider than one cell) takes
-    its forward pass as a sum over taps (:func:`taps_conv`) when ``C_out <= TAPS_MAX_OUTPUT``
-    (LeNet's 5x5 into 6 maps: 3.6x faster than im2col, 4.8x than lax; 3x3 into 8-16 maps
-    1.2-2x than im2col), else by lax (3x3 into 32-64 maps: 1.4-2x faster than im2col; the
-    sum over taps is slower there), measured at batch 128, 28x28, in both modes.
-
-    In both modes, a layer with a stride above 1, a window wider than one cell, no dilation
-    and neither channel count thin takes its input gradient by :func:`phase_conv`: 4-17x
-    faster than lax for 5x5/2 layers at batch 128 (AllConvNet's), 2x for 4x4/2, 1.2-1.7x
-    for 3x3/2 at 16-32 channels. At wider layers, fwd + bwd with the phase input gradient
-    against lax's (measured on 2 cores, jaxcnn's options / XLA's defaults): 3x3/2 64 to 128
-    channels at 32x32 1.24x / 1.09x, 128 to 256 at 16x16 1.09x / 1.08x, 256 to 512 at 8x8
-    level; 5x5/2 64 to 128 at 14x14 1.48x / 1.30x, 32 to 128 at 32x32 1.12x / 1.05x;
-    ResNet-18 train steps 1.01-1.03x.
     """
     if impl == "lax" or not channels_last or groups != 1 or x_shape[0] == 0:
         return None  # an empty batch has nothing to split into chunks
@@ -197,7 +161,7 @@ def plan(
         and any(s > 1 for s in stride) and all(d == 1 for d in dilation)
     )
     if xla_options:
-        # Compiled with jaxcnn.compilation.CPU_OPTIONS, XLA's own (Eigen) convolutions run
+        # Compiled with jaxcnn.backends.cpu.CPU_OPTIONS, XLA's own (Eigen) convolutions run
         # the forward pass and the kernel gradient faster than im2col, thin layers included,
         # but for the kernel gradient of a grey or RGB input into many maps (see docstring).
         forward = "lax"
@@ -222,7 +186,7 @@ def _patches(
 
     Column ``t * C + c`` holds channel ``c`` under window offset ``t``: the row order of an
     HWIO kernel reshaped to ``(taps * C, O)``. The taps are stacked on a new axis before the
-    channels (a concatenation along the channel axis itself is 2-4x slower in XLA:CPU).
+    channels (a concatenation along the channel axis itself is slower in XLA:CPU).
     """
     cols = _shifted(x, window, stride, pads, dilation)
     if len(cols) == 1:
@@ -238,7 +202,7 @@ def _patches_transposed(
 
     Built from ``x`` moved to ``(C, N, *in)`` (a transpose of the input, not of the 9x larger
     patches), so the kernel gradient ``patches^T @ dy`` is a plain row-major matmul, which
-    XLA:CPU hands to its fast matmul library (1.2-1.8x faster than the transposed form).
+    XLA:CPU hands to its fast matmul library (faster than the transposed form).
     """
     n = len(window)
     xt = jnp.moveaxis(x, -1, 0)
@@ -351,8 +315,7 @@ def phase_conv(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
     ``x`` ``(N, *in, C)``, HWIO ``kernel``; the same values as :func:`lax_conv` up to the
     summation order. Why: XLA differentiates a strided convolution in its input by convolving
     the output gradient dilated with ``stride - 1`` zeros, which XLA:CPU's convolutions run
-    8-20x slower than the forward pass at 5x5/2 (``(128, 24, 24, 32)``, measured on 2 AVX2
-    cores). Here each term reads one phase of the padded input (a strided slice) through the
+    several times slower than the forward pass. Here each term reads one phase of the padded input (a strided slice) through the
     taps that land on it, so the input gradient JAX derives is a stride-1 convolution per phase
     whose result is placed back with an interior pad: no multiplications by inserted zeros.
     """
@@ -413,7 +376,7 @@ def taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
 
     Why the loop. Written whole, the sum of a window's taps fuses into whatever reduces the
     output next (a loss, a batch norm), and XLA:CPU runs such a reduction over strided slices
-    10-20x slower than the sum itself; a loop over batch chunks materialises the output first.
+    much slower than the sum itself; a loop over batch chunks materialises the output first.
     ``p.wide_chunk`` comes from :func:`_loop_chunk`.
     """
     return _chunked(functools.partial(_tap_sum, p=p), x, kernel, p.wide_chunk, remat=False)
@@ -467,17 +430,16 @@ def matmul_transpose(
     ``o`` lands at ``m * s + o * d - lo``, in output phase ``(o * d - lo) mod s``. Each of the
     ``prod(stride)`` phases is a sum of shifted slices of its taps' columns, and the phases
     are interleaved by one reshape. Why: placing every tap into the full output with an
-    interior pad (col2im) writes ``taps`` full-size arrays, and its gradient reads them back;
-    measured 3x3/2 fwd + bwd at ``(32, 16, 16, 64)`` on 2 cores: 28 ms that way, 4.2 ms by
-    phase. Plain differentiable JAX: its gradients are slices, pads and matmuls.
+    interior pad (col2im) writes ``taps`` full-size arrays, and its gradient reads them back.
+    Plain differentiable JAX: its gradients are slices, pads and matmuls.
     """
     window, c = kernel.shape[:-2], kernel.shape[-2]
     n, batch, in_sizes = len(window), x.shape[0], x.shape[1:-1]
     k = kernel.reshape(-1, kernel.shape[-1])
     cols = lax.dot_general(x, k, (((x.ndim - 1,), (1,)), ((), ())), precision=p.precision)  # (N, *in, T*C)
     # One (N, *in, C) array per tap by a split, whose transpose is one concatenation: indexing
-    # the taps instead transposes to one full-size pad per tap, summed (3x3/2 input gradient
-    # on its own, without the kernel's: 22 ms against 2 ms at (32, 16, 16, 64)).
+    # the taps instead transposes to one full-size pad per tap, summed, which XLA:CPU writes
+    # out before the matmul.
     cols = lax.split(cols, [c] * math.prod(window), axis=cols.ndim - 1)
     rows = [-(-size // s) for size, s in zip(out_spatial, p.stride)]  # output cells per phase, rounded up
     # Per axis and phase r: the taps o landing there and the input offset q of output row j
@@ -521,7 +483,7 @@ def plan_transpose(
     """The plan for :func:`matmul_transpose`, or ``None`` to use ``lax``.
 
     Needs channels last, ``groups == 1`` and ``output_padding < stride`` on every axis.
-    ``"auto"``: on the CPU backend, float32/float64, and a stride above 1 on some axis
+    ``"auto"``: float32/float64 and a stride above 1 on some axis
     (``lax`` then convolves an input dilated with zeros, ``1 - 1/stride^2`` of it wasted
     work; at stride 1 it is an ordinary convolution that Eigen runs well).
     """
@@ -540,11 +502,8 @@ def plan_transpose(
 def use_pointwise(impl: str, dtype: Any, window, pads: Pads, *, channels_last: bool, groups: int) -> bool:
     """Whether a convolution is one matrix product (:func:`pointwise_conv`).
 
-    ``"auto"`` on the CPU backend, float32/float64, channels last, ``groups == 1``, a 1x1
-    window and no padding (any stride). Measured fwd + bwd on 2 cores against the plans
-    below, under jaxcnn's XLA options and XLA's defaults alike: 1.1-1.5x faster at SimpleCNN,
-    ResNet (stride 1 and 2, 64-512 channels) and U-Net head sizes, level at two of nine
-    shapes (see ``experiments/benchmarks``).
+    ``"auto"``, float32/float64, channels last, ``groups == 1``, a 1x1 window and no padding
+    (any stride), under either XLA options.
     """
     return (
         impl == "auto" and channels_last and groups == 1
@@ -557,7 +516,7 @@ def pointwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride, precision: Any =
 
     The strided input reshaped to rows, times the kernel: plain JAX, so every derivative is a
     matmul too. Two-dimensional on purpose: the kernel gradient then contracts one axis of
-    ``N * prod(out)`` rows; contracting ``N, *out`` as separate axes was 1.3x slower.
+    ``N * prod(out)`` rows, faster than contracting ``N, *out`` as separate axes.
     """
     if any(s > 1 for s in stride):
         x = x[(slice(None), *(slice(None, None, s) for s in stride), slice(None))]
@@ -569,10 +528,8 @@ def pointwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride, precision: Any =
 def use_grouped(impl: str, dtype: Any, *, channels_last: bool, groups: int) -> bool:
     """Whether a grouped (``groups > 1``) convolution takes :func:`grouped_conv`.
 
-    ``"auto"``: on the CPU backend, float32/float64, channels last. XLA:CPU differentiates
-    grouped convolutions very slowly: ``lax`` takes 10-50x longer than :func:`grouped_conv`
-    for depthwise 3x3 and 4 groups of 16 channels at ``(32, 32, 32, 64)`` (see
-    ``experiments/benchmarks``).
+    ``"auto"``: float32/float64, channels last (XLA:CPU differentiates grouped convolutions
+    very slowly).
     """
     if impl == "lax" or not channels_last or groups == 1:
         return False
@@ -596,17 +553,12 @@ def _shifted(x: jnp.ndarray, window, stride, pads, dilation) -> list[jnp.ndarray
 
 # Grouped convolutions with at most this many groups run as one dense convolution per group
 # (each on the fast path's plan); more groups take one batched matmul, whose cost does not
-# grow with the group count. Measured at (32, 32, 32, 64) 3x3: 4 groups 2.8x faster split
-# than batched, 8 groups even, 16-32 groups 1.1x.
+# grow with the group count (docs/cpu_backend.md has the measurements).
 SPLIT_GROUPS = 8
 # Under "auto", a grouped convolution with few channels per group (at most THIN_OUTPUT in or
 # out) or more than SPLIT_GROUPS groups, and at most this many channels in and out, is one
 # dense convolution with a block-diagonal kernel: `groups` times the FLOPs, but run at the
-# speed of an ordinary convolution. Measured fwd + bwd on 2 cores (jaxcnn's options / XLA's
-# defaults), 3x3 against the split or batched forms: (32, 32, 32, 64) into 64 with 8 groups
-# 2.5x / 1.6x faster, 16 groups 2.9x / 1.6x; (32, 16, 16, 128) into 128 with 32 groups
-# 1.5x / 1.1x; (128, 13, 13, 32) into 64 with 8 groups 2.0x / 1.05x. Slower with 4 groups of
-# 16 (0.75x / 0.7x: split stays) and at 256-512 channels (0.4-0.85x: the FLOPs win).
+# speed of an ordinary convolution; above this many channels the extra FLOPs cost more.
 BLOCK_DIAGONAL_MAX_CHANNELS = 128
 
 
@@ -700,9 +652,8 @@ def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, p: Plan) -> jnp.ndarray:
     """Depthwise convolution ``(N, *in, C)``, ``(*window, 1, C * m)`` -> ``(N, *out, C * m)``.
 
     The forward pass is :func:`taps_conv` (a loop over batch chunks). The kernel gradient, a
-    reduction over the batch, is accumulated chunk by chunk in cache (:func:`_chunked`); the
-    input gradient is plain transposed JAX, which XLA fuses well. Measured at ``(32, 32, 32, 64)``: about 10x faster than differentiating
-    the plain sum (see ``experiments/benchmarks``).
+    reduction over the batch, is one elementwise sum (:func:`kernel_tangent` says why not a
+    loop); the input gradient is plain transposed JAX, which XLA fuses well.
     """
     return taps_conv(x, kernel, p)
 

@@ -1,16 +1,12 @@
 """Host memory: let the process keep the memory it frees, so a step's buffers are reused.
 
-Why. XLA:CPU allocates a compiled step's temporaries as one block per call (34 MiB for
-SimpleCNN's train step at batch 128). glibc's malloc serves blocks above its mmap threshold
-(which never rises above 32 MiB) with fresh pages from ``mmap`` and unmaps them on ``free``,
-so every step page-faults the block in again and the kernel zeroes it: 8,400 page faults
-per SimpleCNN step at batch 128. With ``mmap`` off and the heap never trimmed, the freed
-block is reused by the next step: SimpleCNN steps at batch 128 1.2-1.3x faster, LeNet-5
-(batch 128) and SimpleCNN (batch 32), whose blocks stay below the threshold, unchanged
-(measured on the 2-core reference CPU, each setting in its own process, two runs each).
-Blocks larger than one of glibc's per-thread heaps (64 MiB, such as ResNet-18's) are still
-mapped afresh; limiting glibc to one arena would catch them too, but made LeNet-5's steps
-1.2x slower (lock contention), so it is not done.
+Why. XLA:CPU allocates a compiled step's temporaries as one block per call. glibc's malloc
+serves blocks above its mmap threshold (which never rises above 32 MiB) with fresh pages from
+``mmap`` and unmaps them on ``free``, so every step page-faults the block in again and the
+kernel zeroes it. With ``mmap`` off and the heap never trimmed, the freed block is reused by
+the next step. Blocks larger than one of glibc's per-thread heaps (64 MiB) are still mapped
+afresh; limiting glibc to one arena would catch them too but adds lock contention, so it is
+not done. ``docs/cpu_backend.md`` has the measurements.
 
 What. :func:`keep_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 and ``M_TRIM_THRESHOLD``
 to its maximum (``mallopt``) for the whole process; the price is that the process's

@@ -89,8 +89,8 @@ def tiled_extremum(x: jnp.ndarray, window: tuple[int, ...], last: bool, is_max: 
     ``(out, window)`` by a reshape; :func:`window_scan` then runs over the window axes
     (differentiated, a reduction does: see the JVP below). The gradient is a one-hot
     select at each window's winner (:func:`_first_tangent`), broadcast over the tiles: no
-    ``reduce_window`` select-and-scatter (20-25x slower on CPU for 2x2 windows) and no
-    zero-interleaving pads (what differentiating strided slices gives).
+    ``reduce_window`` select-and-scatter (slow on XLA:CPU) and no zero-interleaving pads
+    (what differentiating strided slices gives).
     """
     tiles, axes = tile(x, window, last)
     return jnp.squeeze(window_scan(tiles, axes, is_max), axes)
@@ -104,8 +104,7 @@ def _tiled_extremum_jvp(window, last, is_max, primals, tangents):
     # winner search. XLA computes a reduction once, while it copies the scan's selects (and
     # recomputes them from the 4x larger input) into every consumer of the pooled map: the
     # next layer's kernel-gradient transpose, the winner search, the gradient's select
-    # (SimpleCNN's train step on CPU: 1.07-1.16x faster; LeNet-5's the same). Taking the
-    # winner from a scan too made LeNet-5's train step up to 1.35x slower.
+    # (docs/cpu_backend.md has the train-step measurements of both choices).
     best = _reduce_extremum(tiles, axes, is_max, keepdims=True)
     tangent_tiles, _ = tile(t, window, last)
     return jnp.squeeze(best, axes), _first_tangent(tiles, tangent_tiles, axes, is_max, best)
