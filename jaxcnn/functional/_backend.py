@@ -5,46 +5,39 @@ By default none is, and every op is its plain ``lax`` formulation. A backend (on
 (scoped) or ``enable()`` (process-wide); an op then asks it for a kernel and, when it has
 one, stages both programs with ``lax.platform_dependent``: the kernel where the computation is
 lowered for the backend's platform, the ``lax`` program everywhere else. This module imports
-jax only; the backend registers itself here when it is imported.
+jax only and never the backend (but for an explicit ``impl="im2col"``, which loads it).
 """
 
 from __future__ import annotations
 
-import contextvars
 import importlib
 from collections.abc import Callable
 from typing import Any
 
+import jax
 from jax import lax
 
 # The backend in force for the code being traced: an object with the kernel-choosing methods
-# (see jaxcnn.backends.cpu.Kernels), or None for the lax program. A context variable so that
-# a scope (``with kernels():``) is local to its thread and task; ``_process_default`` is what
-# it means when no scope set it (``enable()`` / ``disable()``).
-_UNSET = object()
-_scoped: contextvars.ContextVar[Any] = contextvars.ContextVar("jaxcnn_kernel_backend", default=_UNSET)
-_process_default: Any = None
+# (see jaxcnn.backends.cpu.Kernels, hashable), or None for the lax program. A JAX user context:
+# its value is part of jax.jit's cache key, so switching the backend makes an already traced
+# function trace again instead of reusing the other program. ``scoped`` sets it for a block
+# (thread-local), ``set_process_default`` outside any block.
+_setting = jax.make_user_context(default_value=None)
 
 
 def current() -> Any:
     """The backend switched on for the code traced now, or ``None`` (the ``lax`` program)."""
-    value = _scoped.get()
-    return _process_default if value is _UNSET else value
+    return _setting.value
 
 
-def set_scoped(backend: Any) -> contextvars.Token:
-    """Puts ``backend`` (or ``None``) in force in this context; undo with :func:`reset_scoped`."""
-    return _scoped.set(backend)
-
-
-def reset_scoped(token: contextvars.Token) -> None:
-    _scoped.reset(token)
+def scoped(backend: Any):
+    """A context manager putting ``backend`` (or ``None``) in force for the code inside."""
+    return _setting(backend)
 
 
 def set_process_default(backend: Any) -> None:
-    """What :func:`current` returns outside any scope, for every thread."""
-    global _process_default
-    _process_default = backend
+    """What :func:`current` returns outside any :func:`scoped` block, for every thread."""
+    _setting.set_global(backend)
 
 
 def cpu() -> Any:

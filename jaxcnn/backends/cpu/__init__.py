@@ -5,9 +5,9 @@ on, an op asks this backend for a kernel for its shapes and dtype, and stages it
 ``lax.platform_dependent``: the kernel where the computation is lowered for CPU, the ``lax``
 program everywhere else (a function traced with the backend on and lowered for ``cuda`` or
 ``tpu`` holds only the ``lax`` program). Values and gradients agree with the ``lax`` program
-up to float rounding. The switch is read while a function is traced: a function that
-``jax.jit`` already traced keeps the program it was traced with. ``docs/cpu_backend.md``
-describes each kernel and when it is used.
+up to float rounding. The switch is read while a function is traced and is part of
+``jax.jit``'s cache key: a jitted function called after a switch traces again.
+``docs/cpu_backend.md`` describes each kernel and when it is used.
 
 Example::
 
@@ -90,11 +90,8 @@ def kernels(on: bool = True) -> Iterator[None]:
 
     Scoped to this thread/context and restored on exit, whatever :func:`enable` set.
     """
-    token = _backend.set_scoped(Kernels() if on else None)
-    try:
+    with _backend.scoped(Kernels() if on else None):
         yield
-    finally:
-        _backend.reset_scoped(token)
 
 
 def enable() -> str:

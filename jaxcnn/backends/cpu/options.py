@@ -77,10 +77,7 @@ def jit(fun: Callable, *, xla_options: str | None = None, backend: str | None = 
         kernels = _backend.current()
         if kernels is None or kernels.xla_options:
             return fun(*args, **kwargs)
-        token = _backend.set_scoped(kernels.with_xla_options(True))
-        try:
+        with _backend.scoped(kernels.with_xla_options(True)):
             return fun(*args, **kwargs)
-        finally:
-            _backend.reset_scoped(token)
 
     return jax.jit(traced, compiler_options=options, **jit_kwargs)
