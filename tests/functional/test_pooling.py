@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from jax import lax
 from jax.test_util import check_grads
 
+from jaxcnn.backends import cpu
 from jaxcnn.functional.pooling import (
     adaptive_avg_pool,
     adaptive_max_pool,
@@ -408,7 +409,8 @@ def test_other_pools_check_grads():
     "n, layout, is_max", [(n, layout, n != 1) for n, layout in RANK_LAYOUTS] + [(2, "NHWC", False)]
 )
 def test_fast_path_equals_reduce_window(n, layout, is_max):
-    """``stride == window`` takes a reshape path: same values and gradients as reduce_window."""
+    """With the CPU backend on, ``stride == window`` takes its reshape kernel: same values and
+    gradients as reduce_window."""
     x = jnp.asarray(_input(n, layout, distinct=True))  # odd sizes: the remainder is cropped
     dims = (1, *(2,) * n, 1) if layout == "NHWC" else (1, 1, *(2,) * n)
 
@@ -429,7 +431,8 @@ def test_fast_path_equals_reduce_window(n, layout, is_max):
         return out
 
     cotangent = jnp.asarray(_random(reference(x).shape, 7))
-    out = value_vjp_jvp(x, cotangent)
+    with cpu.kernels():
+        out = value_vjp_jvp(x, cotangent)
     for a, b in zip(out["fast"], out["reference"]):
         np.testing.assert_array_equal(a, b)
 
@@ -457,7 +460,7 @@ def test_max_pool_gradient_with_ties_matches_torch(window, stride, padding):
 
 
 def test_tiled_max_pool_gradient_goes_to_first_nan_or_first_tie():
-    # Hand-computed, 2x2 windows in row-major order: (0,0) (0,1) / (1,0) (1,1).
+    # The CPU backend's reshape kernel. Hand-computed, 2x2 windows in row-major order: (0,0) (0,1) / (1,0) (1,1).
     nan = np.nan
     x = np.array(
         [
@@ -468,7 +471,8 @@ def test_tiled_max_pool_gradient_goes_to_first_nan_or_first_tie():
         ],
         np.float32,
     )[None, :, :, None]
-    y, pullback = jax.vjp(lambda x: max_pool(x, 2), jnp.asarray(x))
+    with cpu.kernels():
+        y, pullback = jax.vjp(lambda x: max_pool(x, 2), jnp.asarray(x))
     np.testing.assert_array_equal(y[0, :, :, 0], [[nan, 5.0], [0.0, 9.0]])
     expected = np.zeros((4, 4), np.float32)
     expected[0, 1] = 1.0  # the first NaN, not the second
