@@ -104,7 +104,7 @@ def make_train_step(
                 mutated.update(new)  # the last call's BatchNorm statistics are the ones kept
                 return out
 
-            outputs = _float32(task.forward(apply, batch, task_key))
+            outputs = _float32(task.forward(apply, batch, task_key, train=True))
             return task.loss(outputs, batch), (outputs, dict(mutated))
 
         (loss, (outputs, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -181,7 +181,7 @@ def make_eval_step(
         key = jax.random.PRNGKey(0)
         if axis_name is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-        outputs = task.forward(lambda *a, **kw: model.apply(variables, *a, train=False, **kw), batch, key)
+        outputs = task.forward(lambda *a, **kw: model.apply(variables, *a, train=False, **kw), batch, key, train=False)
         stats = task.statistics(_float32(outputs), batch)
         return stats if axis_name is None else jax.lax.psum(stats, axis_name)
 

@@ -84,12 +84,13 @@ class Task:
 
     Methods run in the compiled step (traced, static shapes) unless said otherwise:
 
-    * ``forward(apply, batch, key) -> outputs``: calls the model. ``apply(*args, **kwargs)``
+    * ``forward(apply, batch, key, *, train) -> outputs``: calls the model. ``apply(*args, **kwargs)``
       is ``model.apply(variables, *args, train=..., ...)`` with the step's variables, mutable
       collections and dropout key already bound. The default is ``apply(model_inputs(batch))``;
       a diffusion task draws timesteps and noise from ``key`` and calls ``apply(noisy, t)``,
       returning e.g. ``{"predicted": eps_hat, "noise": eps}``. ``key`` is a PRNG key distinct
-      from the dropout key (fixed during evaluation, so evaluation is deterministic).
+      from the dropout key (fixed during evaluation, so evaluation is deterministic); ``train``
+      is ``False`` in evaluation (``apply`` then runs the model in inference mode).
     * ``loss(outputs, batch) -> ()``: the float32 mean loss over the valid examples, the one
       that is differentiated. Under data parallelism each device computes it on its equal
       share and the engine averages.
@@ -113,8 +114,8 @@ class Task:
     name: str = "task"
     num_classes: int | None = None
 
-    def forward(self, apply: Apply, batch: Batch, key: jax.Array) -> Outputs:
-        del key
+    def forward(self, apply: Apply, batch: Batch, key: jax.Array, *, train: bool) -> Outputs:
+        del key, train
         return apply(model_inputs(batch))
 
     def loss(self, outputs: Outputs, batch: Batch) -> jax.Array:
