@@ -268,10 +268,18 @@ class LayerNorm(nn.Module):
 class Dropout(nn.Module):
     """Dropout over :func:`jaxcnn.functional.dropout`; ``rate`` is the drop probability.
 
-    Active only with ``train=True``, drawing from the ``"dropout"`` RNG stream.
+    Active only with ``train=True``. Masks are drawn per example from the example's global
+    index ``g`` in the batch: example ``g``'s mask is ``F.dropout(fold_in(key, g), x[i], rate)``
+    with ``key`` this layer's key of the ``"global_dropout"`` RNG stream (of ``"dropout"`` when
+    the caller passes no ``"global_dropout"``). Under ``shard_map``/``pmap`` (``axis_name``
+    set, as for BatchNorm) device ``d`` holds examples ``g = d * n + i`` of its ``n``, so every
+    data-parallel mode and device count draws the masks of single-device training, as long as
+    the key is the same on every device (``jaxcnn.train`` steps pass such a ``"global_dropout"``
+    key). ``x``: ``(N, ...)``, leading axis the examples.
     """
 
     rate: float
+    axis_name: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -281,7 +289,13 @@ class Dropout(nn.Module):
             )
         if not train or self.rate == 0.0:
             return F.dropout(None, x, self.rate, deterministic=True)
-        return F.dropout(self.make_rng("dropout"), x, self.rate)
+        if jnp.ndim(x) < 1:
+            raise ValueError(f"Dropout({self.name}): x needs a leading example axis, got shape {jnp.shape(x)}")
+        key = self.make_rng("global_dropout" if self.has_rng("global_dropout") else "dropout")
+        n = x.shape[0]
+        first = 0 if self.axis_name is None else jax.lax.axis_index(self.axis_name) * n
+        indices = first + jnp.arange(n, dtype=jnp.int32)
+        return jax.vmap(lambda i, row: F.dropout(jax.random.fold_in(key, i), row, self.rate))(indices, x)
 
 
 class _Pool(nn.Module):

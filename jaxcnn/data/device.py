@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -102,8 +102,13 @@ class DevicePrefetchIterator:
     """
 
     def __init__(self, iterator: Iterator, size: int = 2, sharding: jax.sharding.Sharding | None = None,
-                 *, to_device: bool = True):
+                 *, to_device: bool = True, place: Callable[[Any], Any] | None = None):
+        if place is not None and sharding is not None:
+            raise ValueError("prefetch_to_device: pass sharding or place, not both")
+        if place is not None and not callable(place):
+            raise TypeError(f"prefetch_to_device: place must be callable, got {type(place).__name__}")
         self._source = iterator
+        self._place = place
         self.size = check_int(size, "size", "prefetch_to_device", minimum=1)
         self.sharding = sharding
         self.to_device = to_device
@@ -116,6 +121,8 @@ class DevicePrefetchIterator:
     def _put(self, batch: Any) -> Any:
         if not self.to_device:
             return batch
+        if self._place is not None:
+            return self._place(batch)
         if self.sharding is None:
             return jax.device_put(batch)
         return shard_batch(batch, self.sharding)
@@ -181,8 +188,8 @@ class DevicePrefetchIterator:
             self._queue = None
 
 
-def prefetch_to_device(iterator: Iterator, size: int = 2,
-                       sharding: jax.sharding.Sharding | None = None) -> DevicePrefetchIterator:
+def prefetch_to_device(iterator: Iterator, size: int = 2, sharding: jax.sharding.Sharding | None = None,
+                       *, place: Callable[[Any], Any] | None = None) -> DevicePrefetchIterator:
     """``iterator`` with its batches placed on devices ``size`` batches ahead (background thread).
 
     Args:
@@ -191,10 +198,12 @@ def prefetch_to_device(iterator: Iterator, size: int = 2,
       size: batches buffered on the device.
       sharding: None puts each batch on the default device (``jax.device_put``); a sharding
         (e.g. :func:`data_sharding`) builds global arrays with :func:`shard_batch`.
+      place: instead of ``sharding``, a function host batch -> device batch, e.g.
+        ``jaxcnn.train.DataParallel.put_batch`` (which places with :func:`shard_batch`).
 
     Example::
 
         it = prefetch_to_device(iter(loader), 2, data_sharding(mesh))
         for batch in it: state = train_step(state, batch)
     """
-    return DevicePrefetchIterator(iterator, size, sharding)
+    return DevicePrefetchIterator(iterator, size, sharding, place=place)

@@ -23,6 +23,7 @@ class SimpleCNN(nn.Module):
 
     num_classes: int = 10
     dropout_rate: float = 0.0
+    axis_name: Any = None  # the data-parallel axis under shard_map/pmap, for Dropout's example index
     dtype: Any = None
 
     def __post_init__(self):
@@ -39,7 +40,7 @@ class SimpleCNN(nn.Module):
         x = jnn.MaxPool(2)(F.relu(x))
         x = F.flatten(x)
         x = F.relu(jnn.Dense(1024, dtype=self.dtype, name="fc1")(x))
-        x = jnn.Dropout(self.dropout_rate)(x, train=train)
+        x = jnn.Dropout(self.dropout_rate, axis_name=self.axis_name)(x, train=train)
         return jnn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x).astype(jnp.float32)
 
 
@@ -155,6 +156,6 @@ class AllConvNet(nn.Module):
             )(x)
             x = F.relu(jnn.BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name=f"bn{i}")(x, train=train))
             if stride == 2 or i == len(layers):
-                x = jnn.Dropout(self.dropout_rate)(x, train=train)
+                x = jnn.Dropout(self.dropout_rate, axis_name=self.axis_name)(x, train=train)
         x = F.flatten(x)
         return jnn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)

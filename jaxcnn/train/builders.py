@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from jaxcnn.train.parallel import with_axis_name
-from jaxcnn.train.tasks import Task, make_task
+from jaxcnn.train.tasks import Task, task_from_config
 
 
 def build_model(
@@ -22,7 +22,7 @@ def build_model(
 ) -> nn.Module:
     """``jaxcnn.models.get_model(config.model.name, **other model fields)`` for this run.
 
-    Fills in ``num_classes`` (classification/segmentation, unless given), ``axis_name``
+    Fills in ``num_classes`` (the task's ``num_classes`` when it has one, unless given), ``axis_name``
     (per-device BatchNorm sync) and ``dtype=bfloat16`` under ``mixed_precision`` when the model
     has those fields. A given ``model`` replaces the zoo model; it keeps its ``num_classes``.
     """
@@ -36,8 +36,9 @@ def build_model(
         factory = MODELS.get(config.model.name)
         takes_classes = factory is not None and "num_classes" in inspect.signature(factory).parameters
         # Some models (UNet, FCN) require num_classes, so it goes in at construction.
-        if takes_classes and config.task != "regression" and "num_classes" not in kwargs:
-            kwargs["num_classes"] = num_classes
+        task_classes = make_task_for(config, num_classes).num_classes if takes_classes else None
+        if task_classes is not None and "num_classes" not in kwargs:
+            kwargs["num_classes"] = task_classes
         model = get_model(config.model.name, **kwargs)
     fields = set(getattr(model, "__dataclass_fields__", {}))
     updates = {}
@@ -78,24 +79,17 @@ def load_sources(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
 
 
 def dataset_num_classes(config: ml_collections.ConfigDict, source: Any) -> int:
-    """``config.dataset.num_classes``, or the source's ``info.num_classes`` when that is 0."""
+    """``config.dataset.num_classes``, or the source's ``info.num_classes`` when that is 0 (0
+    when neither says; a task that needs classes raises, naming ``config.dataset.num_classes``)."""
     if config.dataset.num_classes:
         return int(config.dataset.num_classes)
     info = getattr(source, "info", None)
-    found = getattr(info, "num_classes", None)
-    if config.task != "regression" and not found:
-        raise ValueError(
-            f"config.dataset.num_classes=0 and dataset {config.dataset.name!r} does not state its "
-            f"number of classes; set config.dataset.num_classes"
-        )
-    return int(found or 0)
+    return int(getattr(info, "num_classes", None) or 0)
 
 
 def make_task_for(config: ml_collections.ConfigDict, num_classes: int) -> Task:
-    """The :class:`Task` of ``config.task`` (with ``config.regression_loss`` for regression)."""
-    if config.task == "regression":
-        return make_task("regression", loss_name=config.regression_loss)
-    return make_task(config.task, num_classes=num_classes)
+    """The :class:`Task` that ``config.task`` names (:func:`jaxcnn.train.tasks.register_task`)."""
+    return task_from_config(config, num_classes)
 
 
 def eval_split_name(config: ml_collections.ConfigDict) -> str:

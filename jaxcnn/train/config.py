@@ -7,7 +7,7 @@ from and the command line overrides (``--config.optimizer.learning_rate=0.01``).
 field                               meaning
 ==================================  ==========================================================================
 ``seed``                            int; seeds init, dropout and the data order (same seed -> same run)
-``task``                            ``"classification"`` | ``"segmentation"`` | ``"regression"``
+``task``                            ``"classification"`` | ``"segmentation"`` | ``"regression"`` | ...
 ``regression_loss``                 ``"mse"`` | ``"mae"`` (regression only)
 ``dataset.name``                    e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
 ``dataset.data_dir``                folder of the files; ``""``: ``$JAXCNN_DATA_DIR`` / defaults
@@ -86,7 +86,7 @@ import ml_collections
 from jaxcnn.backends.cpu.options import CHOICES as XLA_OPTION_CHOICES
 from jaxcnn.train.optimizers import SCHEDULES
 from jaxcnn.train.parallel import PARALLEL_MODES
-from jaxcnn.train.tasks import TASKS
+from jaxcnn.train.tasks import registered_tasks
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -262,7 +262,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise TypeError(f"config must be an ml_collections.ConfigDict, got {type(config).__name__}")
     _check_known_fields(config, default_config())
     _check_int(config, "seed", 0)
-    _check_choice(config, "task", TASKS)
+    _check_choice(config, "task", registered_tasks())
     _check_choice(config, "regression_loss", ("mse", "mae"))
     for field in ("dataset.name", "model.name", "optimizer.name"):
         if not isinstance(_lookup(config, field), str) or not _lookup(config, field):

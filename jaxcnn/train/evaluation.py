@@ -22,8 +22,8 @@ from jaxcnn.train.builders import (
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.parallel import DataParallel
 from jaxcnn.train.state import TrainState
-from jaxcnn.train.steps import make_eval_step, predict_classes
-from jaxcnn.train.tasks import Task, add_statistics
+from jaxcnn.train.steps import make_eval_step
+from jaxcnn.train.tasks import EvaluationContext, Task, add_statistics
 
 
 def evaluate(
@@ -102,26 +102,17 @@ def evaluate_workdir(
 
     loader = BatchLoader(eval_source, batch_size, shuffle=False, num_epochs=1, last_batch="pad")
     metrics, _ = evaluate(parallel, eval_step, parallel.put_state(state), loader, task)
-    if config.task == "segmentation" and config.plots:
-        plot_predicted_masks(workdir, model, state, eval_source, eval_preprocess, num_classes, use_ema=False)
+    if config.plots:
+        task.evaluation_extras(EvaluationContext(
+            workdir, model, host_variables(state), eval_source, eval_preprocess, statistics=None
+        ))
     return {"step": step, "checkpoint": checkpoint, "split": eval_split_name(config), **metrics}
 
 
-def plot_predicted_masks(
-    workdir: str, model: Any, state: Any, eval_source: Any, preprocess: Any, num_classes: int, *, use_ema: bool,
-    count: int = 6,
-) -> None:
-    """``plots/predicted_masks.png``: the first ``count`` evaluation examples, truth beside prediction."""
-    from jaxcnn.train.plots import plot_segmentation_examples
 
-    examples = [eval_source[i] for i in range(min(count, len(eval_source)))]
-    batch = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in ("image", "label")}
-    inputs = preprocess(None, dict(batch))["image"] if preprocess is not None else batch["image"]
-    # One host copy (the state is replicated: any device's shard is all of it); the prediction
-    # runs outside the data-parallel step.
-    state = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, state)
-    predicted = np.asarray(predict_classes(model, state, jnp.asarray(inputs), use_ema=use_ema))
-    plot_segmentation_examples(
-        batch["image"], batch["label"], predicted, os.path.join(workdir, "plots", "predicted_masks.png"),
-        num_classes=num_classes, title="evaluation examples",
+def host_variables(state: TrainState, *, use_ema: bool = False) -> dict[str, Any]:
+    """``state.variables(use_ema=...)`` as host NumPy arrays (one copy of a replicated state)."""
+    return jax.tree.map(
+        lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x,
+        state.variables(use_ema=use_ema),
     )

@@ -50,15 +50,14 @@ from jaxcnn.train.builders import (
 )
 from jaxcnn.train.checkpoint import Checkpointer, drop_matching, load_params, merge_matching
 from jaxcnn.train.config import default_config, validate_config
-from jaxcnn.train.evaluation import evaluate, plot_predicted_masks
+from jaxcnn.train.evaluation import evaluate, host_variables
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import make_optimizer
 from jaxcnn.train.parallel import DataParallel
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.steps import make_eval_step, make_train_step
-
-# Per-step train metrics that are averaged over a logging window (the rest are not logged).
-_LOGGED = ("loss", "accuracy", "mean_iou", "mse", "mae", "grad_norm", "learning_rate")
+from jaxcnn.train.tasks import EvaluationContext
+from jaxcnn.train.window import MetricWindow
 
 
 class NonFiniteError(FloatingPointError):
@@ -248,6 +247,7 @@ def _train_and_evaluate(
     eval_source: Any,
     model: nn.Module | None,
 ) -> dict[str, Any]:
+    from jaxcnn.data.device import prefetch_to_device
     from jaxcnn.data.pipeline import BatchLoader
 
     validate_config(config)
@@ -308,7 +308,7 @@ def _train_and_evaluate(
     )
     writer = MetricWriter(workdir, tensorboard=config.tensorboard, enabled=primary)
     train_iter = iter(train_loader)
-    window: dict[str, float] = {}
+    window = MetricWindow()
     start_step = 0
     if checkpointer.latest_step() is not None:
         restored = checkpointer.restore(
@@ -317,7 +317,7 @@ def _train_and_evaluate(
         state, start_step = restored.state, restored.step
         if restored.data_state is not None:
             train_iter.set_state(restored.data_state["iterator"])
-            window = dict(restored.data_state.get("train_window", {}))
+            window = MetricWindow(restored.data_state.get("train_window", {}))
         writer.truncate_after(start_step)
         print(f"Resuming from the checkpoint of step {start_step} in {checkpointer.directory}", flush=True)
         for skipped_step, problem in restored.skipped:
@@ -357,7 +357,21 @@ def _train_and_evaluate(
         )
     )
 
+    def fetch_metrics() -> None:
+        """The one host transfer of the steps' metrics since the last fetch; raises on a bad step."""
+        bad_step = window.fetch()
+        if bad_step is not None:
+            checkpointer.wait()
+            step_number, metrics = bad_step
+            raise NonFiniteError(
+                f"non-finite training loss or gradient at step {step_number} (loss={metrics['loss']}, "
+                f"grad_norm={metrics['grad_norm']}); the update was discarded and no checkpoint "
+                f"was written for it (last checkpoint: {checkpointer.latest_step()}). Lower the learning "
+                f"rate, set grad_clip_norm, or check the data."
+            )
+
     def save(step: int, eval_metrics: Mapping[str, float] | None = None) -> None:
+        fetch_metrics()  # a step that went bad since the last log stops the run before any save
         bad = _non_finite_leaves(state)
         if bad:
             checkpointer.wait()
@@ -366,7 +380,7 @@ def _train_and_evaluate(
                 f"checkpoint was written for it (last checkpoint: {checkpointer.latest_step()}). Lower the "
                 f"learning rate, set grad_clip_norm, or check the data."
             )
-        data_state = {"iterator": train_iter.get_state(), "train_window": window}
+        data_state = {"iterator": batches.get_state(), "train_window": window.state()}
         metrics = None
         if eval_metrics is not None and config.checkpoint.best_metric in eval_metrics:
             metrics = dict(eval_metrics)
@@ -389,33 +403,22 @@ def _train_and_evaluate(
     eval_stats = None
     step = start_step
     tic, images_since = time.perf_counter(), 0
+    # Batches are placed on the devices a few steps ahead, in a background thread; the
+    # checkpointed iterator state is the one after the last batch the loop received.
+    batches = prefetch_to_device(train_iter, 2, place=parallel.put_batch)
     try:
         with stop:
             while step < total_steps:
-                batch = next(train_iter)
-                state, metrics = train_step(state, parallel.put_batch(batch))
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                state, metrics = train_step(state, next(batches))
                 step += 1
-                if metrics["finite"] < 1.0:
-                    checkpointer.wait()
-                    last = checkpointer.latest_step()
-                    raise NonFiniteError(
-                        f"non-finite training loss or gradient at step {step} (loss={metrics['loss']}, "
-                        f"grad_norm={metrics['grad_norm']}); the update was discarded and no checkpoint "
-                        f"was written for it (last checkpoint: {last}). Lower the learning rate, set "
-                        f"grad_clip_norm, or check the data."
-                    )
+                # Metrics stay on the device until the next log, evaluation or checkpoint.
+                window.add(step, metrics)
                 images_since += config.batch_size
-                for name in _LOGGED:
-                    if name in metrics:
-                        window[name] = window.get(name, 0.0) + metrics[name]
-                window["count"] = window.get("count", 0.0) + 1.0
 
                 if step % config.log_every_steps == 0 or step == total_steps:
-                    count = window.pop("count")
-                    last_train = {k: v / count for k, v in window.items()}
+                    fetch_metrics()
+                    last_train = window.take()
                     writer.write(step, "train", last_train, epoch=epoch_of(step))
-                    window = {}
                     seconds = time.perf_counter() - tic
                     writer.write_timing(
                         step, {"seconds": seconds, "images_per_second": images_since / max(seconds, 1e-9)}
@@ -432,6 +435,7 @@ def _train_and_evaluate(
 
                 evaluated = None
                 if step % eval_every == 0 or step == total_steps:
+                    fetch_metrics()
                     last_eval, eval_stats = evaluate(parallel, eval_step, state, eval_loader, task)
                     writer.write(step, eval_split_name(config), last_eval, epoch=epoch_of(step))
                     evaluated = last_eval
@@ -464,22 +468,25 @@ def _train_and_evaluate(
     except BaseException:
         # The error in flight is the one to report: a second one from closing (e.g. a pending
         # save that fails too) is only logged.
-        _close_quietly(progress, writer, train_iter, checkpointer)
+        _close_quietly(progress, writer, batches, train_iter, checkpointer)
         raise
     else:
         if progress is not None:
             progress.close()
         writer.close()
+        batches.close()
         train_iter.close()
         checkpointer.close()
 
     if status == "completed" and primary and config.plots:
-        _write_plots(workdir, eval_stats, eval_source)
-        if config.task == "segmentation":
-            plot_predicted_masks(
-                workdir, model, parallel.get_state(state), eval_source, eval_preprocess, num_classes,
-                use_ema=bool(ema_decay and config.eval_use_ema),
-            )
+        from jaxcnn.train.plots import plot_curves
+
+        plot_curves(read_metrics(workdir), os.path.join(workdir, "plots"))
+        use_ema = bool(ema_decay and config.eval_use_ema)
+        task.evaluation_extras(EvaluationContext(
+            workdir, model, host_variables(parallel.get_state(state), use_ema=use_ema), eval_source,
+            eval_preprocess, statistics=eval_stats,
+        ))
     if not last_train:
         logged = [r for r in read_metrics(workdir) if r["split"] == "train" and r["step"] <= step]
         last_train = {
@@ -490,21 +497,3 @@ def _train_and_evaluate(
     result.update({f"eval_{k}": v for k, v in last_eval.items()})
     return result
 
-
-def _write_plots(workdir: str, eval_stats: Mapping[str, np.ndarray] | None, eval_source: Any) -> None:
-    from jaxcnn.train.plots import plot_confusion_matrix, plot_curves
-
-    plots = os.path.join(workdir, "plots")
-    plot_curves(read_metrics(workdir), plots)
-    if eval_stats is not None and "confusion" in eval_stats:
-        info = getattr(eval_source, "info", None)
-        names = getattr(info, "class_names", None)
-        matrix = np.asarray(eval_stats["confusion"])
-        plot_confusion_matrix(
-            matrix,
-            os.path.join(plots, "confusion_matrix.png"),
-            class_names=names,
-            title="confusion matrix (evaluation split)",
-        )
-        with open(os.path.join(plots, "confusion_matrix.json"), "w") as f:
-            json.dump(matrix.astype(np.int64).tolist(), f)

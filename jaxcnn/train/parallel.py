@@ -17,9 +17,11 @@ mode           how the step runs
 =============  ==============================================================================
 
 All forms compute the loss of the same global batch, so they agree with one device up to
-float reduction order. Dropout is the exception for ``shard_map``/``pmap``: each device draws
-its own mask (key folded with the device index), so runs with dropout agree in distribution,
-not bit for bit. Multi-host: the mesh spans every process's devices and each process feeds
+float reduction order, dropout included: ``jaxcnn.nn.Dropout`` draws each example's mask from
+its global index in the batch and a key that is the same on every device (the step's
+``"global_dropout"`` stream), so a device count is also a resumable change. A
+``flax.linen.Dropout`` reads the per-device ``"dropout"`` stream instead: such models agree in
+distribution only, as do random augmentations (their keys are folded with the device index). Multi-host: the mesh spans every process's devices and each process feeds
 its own slice of the global batch (``put_batch``).
 """
 
@@ -149,27 +151,35 @@ class DataParallel:
             return jax.tree.map(lambda x: x[0], state)
         return state
 
+    @property
+    def batch_sharding(self) -> jax.sharding.Sharding:
+        """Where a global batch lives: split over ``'data'`` (``pmap``: its leading device axis)."""
+        if self.mode == "none":
+            return jax.sharding.SingleDeviceSharding(self._single)
+        mesh = self.mesh if self.mesh is not None else Mesh(np.array(self.devices), (DATA_AXIS,))
+        return NamedSharding(mesh, P(DATA_AXIS))
+
     def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """This process's slice of the global batch -> device arrays split over ``'data'``.
 
         ``batch`` leaves: ``(B_local, ...)`` NumPy arrays; ``B_local * process_count`` is the
-        global batch. In ``pmap`` mode the result has a leading local-device axis.
+        global batch. In ``pmap`` mode the result has a leading local-device axis. The placement
+        is :func:`jaxcnn.data.device.shard_batch`'s (the loop prefetches with it).
         """
-        if self.mode == "none":
-            return {k: jax.device_put(v, self._single) for k, v in batch.items()}
+        from jaxcnn.data.device import shard_batch
+
         if self.mode == "pmap":
             n = self.num_devices
-            out = {}
+            shaped = {}
             for k, v in batch.items():
                 v = np.asarray(v)
                 if v.shape[0] % n:
                     raise ValueError(
                         f"put_batch: batch[{k!r}] has {v.shape[0]} rows, not divisible by {n} devices"
                     )
-                out[k] = v.reshape((n, v.shape[0] // n) + v.shape[1:])
-            return out
-        sharding = NamedSharding(self.mesh, P(DATA_AXIS))
-        return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+                shaped[k] = v.reshape((n, v.shape[0] // n) + v.shape[1:])
+            batch = shaped
+        return shard_batch(dict(batch), self.batch_sharding)
 
     # -- compilation ---------------------------------------------------------------------------
     def compile_train_step(self, step: Callable) -> Callable:

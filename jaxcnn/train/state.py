@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -25,6 +26,14 @@ class TrainState:
       rng: uint32 ``(2,)`` raw PRNG key data; the key of step ``s`` is ``fold_in(rng, s)``, so a
         resumed run draws exactly the same dropout masks as an uninterrupted one.
       ema_params: exponential moving average of ``params``, or ``None`` when EMA is off.
+      apply_fn: the model's ``apply`` (static, not a leaf), as in
+        ``flax.training.train_state.TrainState``.
+      tx: the optax optimizer (static, not a leaf), used by :meth:`apply_gradients`.
+
+    Flax training code ports unchanged: ``state.apply_fn({"params": params}, x)`` and
+    ``state.apply_gradients(grads=grads)`` behave as Flax's, and :meth:`create` takes Flax's
+    arguments. ``apply_fn`` and ``tx`` are not saved in checkpoints; a restore keeps the
+    target's.
     """
 
     step: jax.Array
@@ -33,6 +42,46 @@ class TrainState:
     opt_state: optax.OptState
     rng: jax.Array
     ema_params: PyTree | None = None
+    apply_fn: Callable[..., Any] | None = flax.struct.field(pytree_node=False, default=None)
+    tx: optax.GradientTransformation | None = flax.struct.field(pytree_node=False, default=None)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        apply_fn: Callable[..., Any],
+        params: PyTree,
+        tx: optax.GradientTransformation,
+        batch_stats: PyTree | None = None,
+        rng: Any = 0,
+        **kwargs: Any,
+    ) -> "TrainState":
+        """A state at step 0 with ``tx.init(params)``, as ``flax.training.train_state.TrainState.create``.
+
+        ``rng`` (an int seed or a key) seeds the per-step keys; ``kwargs`` set other fields
+        (e.g. ``ema_params``).
+        """
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats={} if batch_stats is None else batch_stats,
+            opt_state=_init_optimizer(tx, params),
+            rng=_raw_key(rng),
+            apply_fn=apply_fn,
+            tx=tx,
+            **kwargs,
+        )
+
+    def apply_gradients(self, *, grads: PyTree, **kwargs: Any) -> "TrainState":
+        """One optimizer update with ``grads`` (a pytree like ``params``): ``step + 1``, new
+        ``params`` and ``opt_state``; ``kwargs`` replace other fields (e.g. ``batch_stats``)."""
+        if self.tx is None:
+            raise ValueError(
+                "TrainState.apply_gradients: this state has no optimizer (tx=None); build it with "
+                "create_train_state or TrainState.create"
+            )
+        params, opt_state = apply_optimizer(self.tx, grads, self.opt_state, self.params)
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **kwargs)
 
     def variables(self, *, use_ema: bool = False) -> dict[str, PyTree]:
         """The ``variables`` dict for ``model.apply`` (EMA weights if ``use_ema`` and present)."""
@@ -88,6 +137,8 @@ def create_train_state(
             opt_state=_init_optimizer(tx, params),
             rng=train_key,
             ema_params=jax.tree.map(jnp.copy, params) if ema_decay is not None else None,
+            apply_fn=model.apply,
+            tx=tx,
         )
 
     return init(rng, sample_input)
@@ -97,6 +148,17 @@ def _init_optimizer(tx: optax.GradientTransformation, params: PyTree) -> optax.O
     # Optax init code is not written for strict dtype promotion (see steps.make_train_step).
     with jax.numpy_dtype_promotion("standard"):
         return tx.init(params)
+
+
+def apply_optimizer(
+    tx: optax.GradientTransformation, grads: PyTree, opt_state: optax.OptState, params: PyTree
+) -> tuple[PyTree, optax.OptState]:
+    """``(new params, new opt_state)`` after one ``tx`` update with ``grads``."""
+    # Optax internals mix weak floats with int32 counts; strict promotion would reject any
+    # user-supplied optimizer (e.g. a plain optax.adam), so it runs under standard.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def _raw_key(rng: Any) -> jax.Array:

@@ -16,19 +16,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcnn.train.state import TrainState
-from jaxcnn.train.tasks import Task
+from jaxcnn.train.state import TrainState, apply_optimizer
+from jaxcnn.train.tasks import Task, model_inputs
+
+__all__ = ["DROPOUT_STREAMS", "make_eval_step", "make_train_step", "model_inputs", "predict_classes"]
+
+# The PRNG streams a training step hands the model: "dropout" is drawn per device (what any
+# flax.linen.Dropout reads); "global_dropout" is the same on every device, for layers that draw
+# per example from the example's global index (jaxcnn.nn.Dropout), which makes every parallel
+# mode and device count draw the masks of single-device training.
+DROPOUT_STREAMS = ("dropout", "global_dropout")
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
-
-
-def model_inputs(batch: Batch) -> jax.Array:
-    """``batch["image"]`` as float: uint8 images are scaled to ``[0, 1]`` on the device."""
-    images = batch["image"]
-    if jnp.issubdtype(images.dtype, jnp.integer):
-        return images.astype(jnp.float32) / 255.0
-    return images
 
 
 def _mean_over(tree: Any, axis_name: str | None) -> Any:
@@ -49,10 +49,13 @@ def make_train_step(
     """Returns ``train_step(state, batch) -> (new_state, metrics)``.
 
     Args:
-      model: linen module, ``model.apply(variables, x, train=True, mutable=["batch_stats"],
-        rngs={"dropout": key})``. Under ``axis_name`` its BatchNorm layers should carry the same
-        ``axis_name`` so running statistics are averaged across devices.
-      task: loss and metrics (:mod:`jaxcnn.train.tasks`).
+      model: linen module, called through ``task.forward`` as ``model.apply(variables, x,
+        train=True, mutable=["batch_stats"], rngs=...)`` with the two :data:`DROPOUT_STREAMS`:
+        ``"dropout"`` (a key per step and device) and ``"global_dropout"`` (a key per step, the
+        same on every device; ``jaxcnn.nn.Dropout`` folds each example's global index into it,
+        so every parallel mode draws the masks of one device). Under ``axis_name`` its
+        BatchNorm and ``jaxcnn.nn.Dropout`` layers should carry the same ``axis_name``.
+      task: a :class:`jaxcnn.train.tasks.Task`: forward, loss, statistics, metrics.
       tx: optimizer; its state lives in ``state.opt_state``.
       axis_name: the device axis when run per device (``shard_map``/``pmap``), else ``None``.
       ema_decay: when set, ``ema_params <- decay * ema_params + (1 - decay) * params`` after
@@ -63,8 +66,8 @@ def make_train_step(
         ``jaxcnn.data.augment`` functions (random crops, flips, normalisation); its key is
         drawn per step like the dropout key.
 
-    Metrics (float32 scalars, identical on every device): ``loss``, the task's metrics (e.g.
-    ``accuracy``), ``grad_norm`` (global L2 norm of the averaged gradient), ``learning_rate``
+    Metrics (float32 scalars, identical on every device): ``loss``, ``task.metrics`` of the
+    batch's device-summed statistics (e.g. ``accuracy``), ``grad_norm`` (global L2 norm of the averaged gradient), ``learning_rate``
     when known, and ``finite`` (1.0 when loss and gradients are finite). A non-finite step
     leaves the state unchanged, so the caller can stop without a poisoned state in hand.
     """
@@ -80,22 +83,29 @@ def make_train_step(
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         # Keys depend only on (seed, step[, device]) so a resumed run draws the same ones.
         step_key = jax.random.fold_in(state.rng, state.step)
+        global_dropout_key, dropout_key, task_key, preprocess_key = jax.random.split(step_key, 4)
         if axis_name is not None:
-            step_key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
-        dropout_key, preprocess_key = jax.random.split(step_key)
+            device = jax.lax.axis_index(axis_name)
+            dropout_key, task_key, preprocess_key = (
+                jax.random.fold_in(k, device) for k in (dropout_key, task_key, preprocess_key)
+            )
         if preprocess is not None:
             batch = preprocess(preprocess_key, dict(batch))
-        inputs = model_inputs(batch)
+        rngs = {"dropout": dropout_key, "global_dropout": global_dropout_key}
 
         def loss_fn(params):
             variables = {"params": params}
             if state.batch_stats:
                 variables["batch_stats"] = state.batch_stats
-            outputs, mutated = model.apply(
-                variables, inputs, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_key}
-            )
-            outputs = outputs.astype(jnp.float32)
-            return task.loss(outputs, batch), (outputs, mutated)
+            mutated: dict[str, Any] = {}
+
+            def apply(*args, **kwargs):
+                out, new = model.apply(variables, *args, train=True, mutable=["batch_stats"], rngs=rngs, **kwargs)
+                mutated.update(new)  # the last call's BatchNorm statistics are the ones kept
+                return out
+
+            outputs = _float32(task.forward(apply, batch, task_key, train=True))
+            return task.loss(outputs, batch), (outputs, dict(mutated))
 
         (loss, (outputs, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         # Each device holds the mean over its equal share of the batch, so the mean of the
@@ -110,11 +120,7 @@ def make_train_step(
         batch_stats = mutated.get("batch_stats", state.batch_stats)
 
         def update(state: TrainState) -> TrainState:
-            # Optax internals mix weak floats with int32 counts; strict promotion would reject
-            # any user-supplied optimizer (e.g. a plain optax.adam), so it runs under standard.
-            with jax.numpy_dtype_promotion("standard"):
-                updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            params, opt_state = apply_optimizer(tx, grads, state.opt_state, state.params)
             ema_params = state.ema_params
             if ema_decay is not None and ema_params is not None:
                 ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
@@ -133,7 +139,7 @@ def make_train_step(
         new_state = jax.lax.cond(finite, update, lambda state: state, state)
 
         metrics = {"loss": loss.astype(jnp.float32), "grad_norm": grad_norm.astype(jnp.float32)}
-        metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in _summarize_in_graph(task, stats).items()})
+        metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in task.metrics(stats).items()})
         if learning_rate_fn is not None:
             metrics["learning_rate"] = jnp.asarray(
                 learning_rate_fn(state.step // grad_accum_steps), jnp.float32
@@ -144,22 +150,9 @@ def make_train_step(
     return train_step
 
 
-def _summarize_in_graph(task: Task, stats: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Per-step metrics from statistics, traced (``task.summarize`` itself runs on the host)."""
-    count = jnp.maximum(stats["count"], 1.0)
-    if task.name == "classification":
-        return {"accuracy": stats["correct"] / count}
-    if task.name == "segmentation":
-        confusion = stats["confusion"]
-        tp = jnp.diag(confusion)
-        union = jnp.sum(confusion, axis=0) + jnp.sum(confusion, axis=1) - tp
-        present = union > 0
-        iou = jnp.where(present, tp / jnp.maximum(union, 1.0), 0.0)
-        mean_iou = jnp.sum(iou) / jnp.maximum(jnp.sum(present.astype(jnp.float32)), 1.0)
-        return {"accuracy": jnp.sum(tp) / count, "mean_iou": mean_iou}
-    if task.name == "regression":
-        return {"mse": stats["squared_error"] / count, "mae": stats["absolute_error"] / count}
-    return {}
+def _float32(outputs: Any) -> Any:
+    """Floating leaves of the outputs as float32 (a bfloat16 model still gets an f32 loss)."""
+    return jax.tree.map(lambda o: o.astype(jnp.float32) if jnp.issubdtype(o.dtype, jnp.floating) else o, outputs)
 
 
 def make_eval_step(
@@ -170,7 +163,7 @@ def make_eval_step(
     use_ema: bool = False,
     preprocess: Callable[[Any, Batch], Batch] | None = None,
 ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
-    """Returns ``eval_step(state, batch) -> statistics`` (sums; see :mod:`jaxcnn.train.tasks`).
+    """Returns ``eval_step(state, batch) -> statistics`` (``task.statistics``, summed over devices).
 
     Runs the model in inference mode (running BatchNorm statistics, no dropout), with
     ``state.ema_params`` when ``use_ema`` and EMA is on. Padding examples (``batch["mask"] == 0``)
@@ -182,8 +175,13 @@ def make_eval_step(
     def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
         if preprocess is not None:
             batch = preprocess(None, dict(batch))
-        outputs = model.apply(state.variables(use_ema=use_ema), model_inputs(batch), train=False)
-        stats = task.statistics(outputs.astype(jnp.float32), batch)
+        variables = state.variables(use_ema=use_ema)
+        # A fixed key (per device): evaluation draws the same noise, timesteps ... every time.
+        key = jax.random.PRNGKey(0)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        outputs = task.forward(lambda *a, **kw: model.apply(variables, *a, train=False, **kw), batch, key, train=False)
+        stats = task.statistics(_float32(outputs), batch)
         return stats if axis_name is None else jax.lax.psum(stats, axis_name)
 
     return eval_step

@@ -5,8 +5,9 @@ Launched in a subprocess by the parallel tests, because the device count must be
 
     python distributed_worker.py '{"out": "x.json", "runs": [{"mode": "pmap", "devices": 8, "steps": 3}]}'
 
-Each run: mode, devices (0: all), steps, optional save_dir (save a checkpoint after the steps) /
-restore_dir (start from the checkpoint there instead of a fresh state). Runs share one process
+Each run: mode, devices (0: all), steps, optional model ("tiny", the default, or "allconv":
+``models.AllConvNet`` with dropout on 28x28 images), save_dir (save a checkpoint after the steps) /
+restore_dir (start from the checkpoint there instead of a fresh state), evaluate (false: no eval step). Runs share one process
 (one JAX start-up). Top-level optional process_id/num_processes/port: multi-host, gloo
 collectives. ``out`` receives the list of per-run results (from process 0).
 """
@@ -60,10 +61,16 @@ def run(spec: dict) -> dict:
     if spec.get("devices"):
         devices = devices[: spec["devices"]]
     parallel = DataParallel(mode, devices)
-    model = with_axis_name(TinyCNN(num_classes=2), parallel.axis_name)
+    if spec.get("model", "tiny") == "allconv":
+        from jaxcnn.models import AllConvNet
+
+        model, size = AllConvNet(num_classes=2, width=2, dropout_rate=0.5), 28
+    else:
+        model, size = TinyCNN(num_classes=2), 8
+    model = with_axis_name(model, parallel.axis_name)
     tx = optax.sgd(0.1, momentum=0.9)
     task = classification_task(2)
-    images, labels = bright_dark_arrays(BATCH * 16, size=8, seed=1)
+    images, labels = bright_dark_arrays(BATCH * 16, size=size, seed=1)
     state = create_train_state(model, tx, jax.random.PRNGKey(0), images[:1].astype(np.float32))
     start = 0
     if spec.get("restore_dir"):
@@ -83,7 +90,9 @@ def run(spec: dict) -> dict:
         losses.append(float(host_tree(metrics)["loss"]))
     end = start + steps
     rows = slice(end * BATCH + p * local, end * BATCH + (p + 1) * local)
-    stats = host_tree(eval_step(state, parallel.put_batch({"image": images[rows], "label": labels[rows]})))
+    stats = {"loss_sum": np.nan, "count": np.nan}
+    if spec.get("evaluate", True):
+        stats = host_tree(eval_step(state, parallel.put_batch({"image": images[rows], "label": labels[rows]})))
     final = host_tree(parallel.get_state(state))
     if spec.get("save_dir"):
         with Checkpointer(spec["save_dir"], async_save=True) as ckpt:

@@ -24,18 +24,18 @@ LOOP_WORKER = os.path.join(HERE, "loop_worker.py")
 MODES = ("jit", "shard_map", "pmap")
 
 
-def _env(device_count: int) -> dict[str, str]:
-    env = dict(os.environ)
+def _env(device_count: int, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={device_count}"
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["JAX_PLATFORMS"] = "cpu"
     return env
 
 
-def _run_worker(args: dict, device_count: int, timeout: float = 300) -> list[dict]:
+def _run_worker(args: dict, device_count: int, timeout: float = 300, **env: str) -> list[dict]:
     proc = subprocess.run(
         [sys.executable, WORKER, json.dumps(args)],
-        env=_env(device_count),
+        env=_env(device_count, **env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -69,10 +69,22 @@ def eight_devices(tmp_path_factory):
         {"mode": "none", "steps": 2, "restore_dir": ckpt},
         {"mode": "jit", "devices": 4, "steps": 3},
     ]
-    results = _run_worker({"out": str(tmp / "out.json"), "runs": runs}, device_count=8)
-    return dict(
-        zip(["reference", *MODES, "saved", "restored_on_2", "restored_on_1", "one_process_4"], results)
+    # AllConvNet with dropout (rate 0.5): the masks come from the global example index.
+    dropout_ckpt = str(tmp / "dropout_ckpt")
+    allconv = {"model": "allconv", "devices": 8, "evaluate": False}
+    runs += [{**allconv, "mode": mode, "steps": 3} for mode in ("none", "jit", "shard_map")]
+    runs += [
+        {**allconv, "mode": "pmap", "steps": 2, "save_dir": dropout_ckpt},
+        {**allconv, "mode": "shard_map", "devices": 2, "steps": 1, "restore_dir": dropout_ckpt},
+    ]
+    # The lax convolution: pmap compiles with XLA's default options, under which the CPU fast
+    # path of AllConvNet's strided 5x5 conv holds collectives that deadlock (issue 21, item 2).
+    results = _run_worker(
+        {"out": str(tmp / "out.json"), "runs": runs}, device_count=8, timeout=600, JAXCNN_CONV_IMPL="lax"
     )
+    names = ["reference", *MODES, "saved", "restored_on_2", "restored_on_1", "one_process_4"]
+    names += ["dropout_reference", "dropout_jit", "dropout_shard_map", "dropout_pmap", "dropout_resumed"]
+    return dict(zip(names, results, strict=True))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -80,6 +92,29 @@ def test_eight_devices_match_one(mode, eight_devices):
     result = eight_devices[mode]
     assert result["num_devices"] == 8 and result["mode"] == mode
     _assert_same_run(result, eight_devices["reference"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dropout_masks_agree_in_every_mode(mode, eight_devices):
+    """AllConvNet with dropout (rate 0.5): 8 devices in each mode give the losses of one device
+    (pmap ran 2 of the 3 steps, then saved)."""
+    result, reference = eight_devices[f"dropout_{mode}"], eight_devices["dropout_reference"]
+    assert result["num_devices"] == 8 and result["mode"] == mode and reference["num_devices"] == 1
+    np.testing.assert_allclose(result["losses"], reference["losses"][: len(result["losses"])], rtol=2e-5, atol=1e-6)
+    if mode != "pmap":
+        for got, want in zip(result["params"] + result["batch_stats"], reference["params"] + reference["batch_stats"],
+                             strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_dropout_resume_on_another_device_count_is_exact(eight_devices):
+    """2 steps on 8 devices (pmap), saved, then 1 step on 2 devices (shard_map) == 3 steps on 1."""
+    saved, resumed = eight_devices["dropout_pmap"], eight_devices["dropout_resumed"]
+    reference = eight_devices["dropout_reference"]
+    assert saved["step"] == 2 and resumed["step"] == 3 and resumed["num_devices"] == 2
+    np.testing.assert_allclose(saved["losses"] + resumed["losses"], reference["losses"], rtol=2e-5, atol=1e-6)
+    for got, want in zip(resumed["params"], reference["params"], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_restore_on_another_device_count(eight_devices):
