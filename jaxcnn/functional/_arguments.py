@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 # A layout is written once, as data: the position of the channel axis and the kernel
 # convention. "NHWC"/"NCHW" are accepted for any spatial rank (1D/2D/3D); the rank-specific
@@ -162,3 +164,29 @@ def same_padding(
         total = max((out - 1) * s + effective - size, 0)
         pairs.append((total // 2, total - total // 2))
     return tuple(pairs)
+
+
+def check_label_range(labels: Any, num_classes: int, op: str, *, ignore_index: int | None = None,
+                      name: str = "labels") -> None:
+    """Raises ``ValueError`` naming the first label outside ``[0, num_classes)`` (and not
+    ``ignore_index``) and its position, as PyTorch does.
+
+    Only concrete labels can be checked: under ``jit``/``vmap``/``grad`` tracing the values are
+    unknown, and the caller's traced fallback applies (NaN loss, or the position not counted).
+    """
+    if isinstance(labels, jax.core.Tracer):
+        return
+    values = np.asarray(labels)
+    bad = (values < 0) | (values >= num_classes)
+    if ignore_index is not None:
+        bad &= values != ignore_index
+    if not bad.any():
+        return
+    where = np.argwhere(bad)
+    position = tuple(int(i) for i in where[0])
+    index = ", ".join(map(str, position)) if position else ""
+    ignored = "" if ignore_index is None else f" and is not ignore_index={ignore_index}"
+    raise ValueError(
+        f"{op}: {name}[{index}] = {values[position]} is outside [0, {num_classes}){ignored} "
+        f"({len(where)} such {name} in all, shape {values.shape})"
+    )
