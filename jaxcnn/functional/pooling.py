@@ -677,6 +677,9 @@ def max_unpool(
 
     Returns:
       ``(N, *output_size, C)`` (NHWC) or ``(N, C, *output_size)`` (NCHW), ``x``'s dtype.
+
+    Gradient: as PyTorch's, ``dx = grad_out[indices]`` (a gather), also where overlapping
+    windows (e.g. window 3, stride 2) repeat an index, so every duplicate receives it.
     """
     op = "max_unpool"
     x = _check_input(x, op, floating=False)
@@ -719,6 +722,11 @@ def max_unpool(
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _max_unpool(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], last: bool) -> jnp.ndarray:
+    return _unpool_scatter(x, indices, sizes, last)
+
+
+def _scatter_planes(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], last: bool,
+                    accumulate: bool) -> jnp.ndarray:
     if last:
         x, indices = jnp.moveaxis(x, -1, 1), jnp.moveaxis(indices, -1, 1)
     rows = x.shape[0] * x.shape[1]
@@ -728,6 +736,23 @@ def _max_unpool(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], la
     # .at[] would wrap negative indices around; send them out of bounds to be dropped.
     flat_i = jnp.where(flat_i < 0, jnp.int32(plane), flat_i)
     row = lax.broadcasted_iota(jnp.int32, flat_i.shape, 0)
-    out = jnp.zeros((rows, plane), x.dtype).at[row, flat_i].set(flat_x, mode="drop")
+    target = jnp.zeros((rows, plane), x.dtype).at[row, flat_i]
+    out = target.add(flat_x, mode="drop") if accumulate else target.set(flat_x, mode="drop")
     out = out.reshape(x.shape[:2] + sizes)
     return jnp.moveaxis(out, 1, -1) if last else out
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _unpool_scatter(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], last: bool) -> jnp.ndarray:
+    return _scatter_planes(x, indices, sizes, last, accumulate=False)
+
+
+@_unpool_scatter.defjvp
+def _unpool_scatter_jvp(sizes, last, primals, tangents):
+    # Overlapping pooling windows repeat an index. PyTorch's backward of max_unpool gathers:
+    # every duplicate receives grad_out[index]. The transpose of this scatter-*add* tangent is
+    # exactly that gather, whereas the transpose of the forward's scatter-set would give the
+    # gradient to one duplicate only. Without repeats both are the same linear map.
+    x, indices = primals
+    tx, _ = tangents
+    return _unpool_scatter(x, indices, sizes, last), _scatter_planes(tx, indices, sizes, last, accumulate=True)
