@@ -83,8 +83,15 @@ def check_nonempty(x: jnp.ndarray, name: str, op: str) -> None:
         raise ValueError(f"{op}: {name} is empty, shape {tuple(x.shape)}")
 
 
-def as_tuple(value: Any, n: int, name: str, op: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """An int or a length-``n`` sequence of ints -> ``n``-tuple, each ``>= minimum``."""
+def as_tuple(value: Any, n: int, name: str, op: str, *, minimum: int = 1,
+             broadcast_one: bool = True) -> tuple[int, ...]:
+    """An int or a length-``n`` sequence of ints -> ``n``-tuple, each ``>= minimum``.
+
+    With ``broadcast_one`` a one-element sequence counts as its int, as PyTorch's pooling and
+    convolutions read ``stride=(1,)`` (not its ``output_size`` or ``interpolate(size=...)``).
+    """
+    if broadcast_one and isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 1:
+        value = value[0]
     if isinstance(value, bool):
         raise TypeError(f"{op}: {name} must be an int or {n} ints, got {value!r}")
     if isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, Sequence)):
@@ -110,8 +117,12 @@ def explicit_padding(
 ) -> tuple[tuple[int, int], ...] | str:
     """Normalises ``padding`` to ``"VALID"``, ``"SAME"`` or ``n`` non-negative ``(lo, hi)`` pairs.
 
-    Accepted: ``"VALID"``/``"SAME"`` (any case), an int, ``n`` ints, or ``n`` ``(lo, hi)`` pairs.
+    Accepted: ``"VALID"``/``"SAME"`` (any case), an int, ``n`` ints, or ``n`` ``(lo, hi)`` pairs;
+    a one-int sequence ``(p,)`` counts as ``p`` on every axis, as in PyTorch.
     """
+    if isinstance(padding, Sequence) and not isinstance(padding, str) and len(padding) == 1 \
+            and isinstance(padding[0], int) and not isinstance(padding[0], bool):
+        padding = padding[0]
     if isinstance(padding, str):
         upper = padding.upper()
         if upper not in ("VALID", "SAME"):

@@ -484,7 +484,7 @@ def _adaptive_sizes(output_size: Any, in_sizes: tuple[int, ...], op: str) -> tup
     ):
         # PyTorch's None keeps that axis's input size.
         output_size = tuple(size if v is None else v for v, size in zip(output_size, in_sizes))
-    return args.as_tuple(output_size, n, "output_size", op)
+    return args.as_tuple(output_size, n, "output_size", op, broadcast_one=False)
 
 
 def _adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -708,7 +708,7 @@ def max_unpool(
     else:
         if isinstance(output_size, (list, tuple)) and len(output_size) == x.ndim:
             output_size = tuple(output_size[1:-1] if last else output_size[2:])
-        sizes = args.as_tuple(output_size, n, "output_size", op)
+        sizes = args.as_tuple(output_size, n, "output_size", op, broadcast_one=False)
         for axis, (size, d, s) in enumerate(zip(sizes, default, stride)):
             if not d - s < size < d + s:
                 raise ValueError(

@@ -164,7 +164,7 @@ def upsample(
             f"got size={size!r}, scale_factor={scale_factor!r}"
         )
     if size is not None:
-        out_sizes = args.as_tuple(size, n, "size", op)
+        out_sizes = args.as_tuple(size, n, "size", op, broadcast_one=False)
         scales: tuple[float | None, ...] = (None,) * n
     else:
         factors = _scale_factors(scale_factor, n, op)
