@@ -201,3 +201,22 @@ def check_label_range(labels: Any, num_classes: int, op: str, *, ignore_index: i
         f"{op}: {name}[{index}] = {values[position]} is outside [0, {num_classes}){ignored} "
         f"({len(where)} such {name} in all, shape {values.shape})"
     )
+
+
+def check_batch_axis(x: jnp.ndarray, kernel: jnp.ndarray, layout: str, op: str) -> None:
+    """A single example given to a batched op: ``x`` one rank short of a kernel of rank 3-5.
+
+    PyTorch accepts an unbatched ``(C, H, W)``; here every op takes a batch, so the message
+    says what is missing rather than that the kernel has the wrong rank.
+    """
+    n = kernel.ndim - 2
+    if kernel.ndim not in (3, 4, 5) or x.ndim != kernel.ndim - 1:
+        return
+    spatial = ", ".join("DHW"[3 - n :])
+    last = layout in _CHANNELS_LAST
+    axes = f"({spatial}, C)" if last else f"(C, {spatial})"
+    raise ValueError(
+        f"{op}: x must have a batch axis: got {tuple(x.shape)}, read as one example {axes} "
+        f"(layout {layout}), for the {n}D kernel of shape {tuple(kernel.shape)}; expected "
+        f"{'(N, ' + spatial + ', C)' if last else '(N, C, ' + spatial + ')'}, e.g. x[None] for a single example"
+    )

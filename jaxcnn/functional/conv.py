@@ -170,6 +170,7 @@ def conv(
     impl = _fast_conv.resolve_impl(impl, op)
     x = args.as_array(x, "x", op)
     kernel = args.as_array(kernel, "kernel", op)
+    args.check_batch_axis(x, kernel, layout, op)
     args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
     n = x.ndim - 2
     last = args.channels_last(layout, op, n)
@@ -293,6 +294,7 @@ def conv_transpose(
     impl = _fast_conv.resolve_impl(impl, op)
     x = args.as_array(x, "x", op)
     kernel = args.as_array(kernel, "kernel", op)
+    args.check_batch_axis(x, kernel, layout, op)
     args.check_rank(x, "x", op, (3, 4, 5), "batch, 1-3 spatial axes and channels")
     n = x.ndim - 2
     last = args.channels_last(layout, op, n)

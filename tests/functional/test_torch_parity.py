@@ -61,3 +61,23 @@ def test_sizes_are_not_broadcast_like_torch():
         jf.adaptive_avg_pool(jnp.asarray(X2), (3,), layout="NCHW")
     with pytest.raises(ValueError, match=r"size=\(8,\) has 1 entries"):
         jf.upsample(jnp.asarray(X2), size=(8,), layout="NCHW")
+
+
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        (lambda: jf.conv(np.zeros((8, 8, 3), np.float32), np.zeros((3, 3, 3, 4), np.float32)),
+         r"conv: x must have a batch axis: got \(8, 8, 3\), read as one example \(H, W, C\) \(layout NHWC\), "
+         r"for the 2D kernel of shape \(3, 3, 3, 4\); expected \(N, H, W, C\), e.g. x\[None\]"),
+        (lambda: jf.conv(np.zeros((3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32), layout="NCHW"),
+         r"conv: x must have a batch axis: got \(3, 8, 8\), read as one example \(C, H, W\)"),
+        (lambda: jf.conv(np.zeros((8, 3), np.float32), np.zeros((3, 3, 4), np.float32)),
+         r"conv: x must have a batch axis: got \(8, 3\), read as one example \(W, C\)"),
+        (lambda: jf.conv_transpose(np.zeros((4, 5, 5, 5, 2), np.float32)[0], np.zeros((3, 3, 3, 2, 1), np.float32)),
+         r"conv_transpose: x must have a batch axis: got \(5, 5, 5, 2\), read as one example \(D, H, W, C\)"),
+    ],
+)
+def test_single_image_without_batch_axis_is_named(call, expected):
+    """PyTorch accepts an unbatched (C, H, W); jaxcnn asks for the batch axis, saying so."""
+    with pytest.raises(ValueError, match=expected):
+        call()
