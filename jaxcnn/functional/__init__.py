@@ -28,6 +28,7 @@ from jaxcnn.functional.pooling import (
 )
 from jaxcnn.functional.resize import upsample
 from jaxcnn.functional.fusion import materialize
+from jaxcnn.functional import init  # initialisers: F.init.kaiming_uniform(key, shape) ...
 
 __all__ = [
     "PADDING_MODES",
@@ -72,4 +73,5 @@ __all__ = [
     "min_pool",
     "upsample",
     "materialize",
+    "init",
 ]
