@@ -102,8 +102,7 @@ def confusion_matrix(
 
     A concrete label or prediction outside ``[0, K)`` (other than ``ignore_index``) raises
     ``ValueError`` naming it and its position. Under ``jit``/``vmap`` (traced values, which
-    cannot be checked) such positions are not counted: the training engine relies on this for
-    its padding rows, labelled -1.
+    cannot be checked) such positions are not counted.
 
     Returns:
       ``(K, K)`` int32 counts.

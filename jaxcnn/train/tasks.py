@@ -94,9 +94,9 @@ def classification_task(num_classes: int, *, with_confusion: bool | None = None)
             "count": jnp.sum(w),
         }
         if with_confusion:
-            # Padding rows get label -1, which confusion_matrix leaves out.
+            # Padding rows get label -1, which ignore_index=-1 leaves out.
             labels = jnp.where(w > 0, batch["label"], -jnp.ones_like(batch["label"]))
-            stats["confusion"] = confusion_matrix(pred, labels, num_classes).astype(jnp.float32)
+            stats["confusion"] = confusion_matrix(pred, labels, num_classes, ignore_index=-1).astype(jnp.float32)
         return stats
 
     def summarize(sums):
@@ -136,7 +136,7 @@ def segmentation_task(num_classes: int, ignore_label: int = -1) -> Task:
             "loss_sum": _weighted_cross_entropy(logits, batch["label"], w),
             "count": jnp.sum(w),
             # Labels -1 (padding, ignored pixels) are left out of the counts.
-            "confusion": confusion_matrix(pred, labels, num_classes).astype(jnp.float32),
+            "confusion": confusion_matrix(pred, labels, num_classes, ignore_index=-1).astype(jnp.float32),
         }
 
     def summarize(sums):
