@@ -20,6 +20,7 @@ from jaxcnn.data.device import DevicePrefetchIterator, data_sharding, prefetch_t
 from jaxcnn.data.idx import (
     IDX_DATASETS,
     ChecksumError,
+    DatasetChecksumWarning,
     DownloadError,
     IdxFormatError,
     download_idx,
@@ -33,7 +34,7 @@ from jaxcnn.data.sources import ArraySource, DatasetInfo, RandomAccessSource, Su
 from jaxcnn.data.tfds_source import TfdsSource
 
 __all__ = [
-    "ArraySource", "BatchIterator", "BatchLoader", "ChecksumError", "DatasetInfo",
+    "ArraySource", "BatchIterator", "BatchLoader", "ChecksumError", "DatasetChecksumWarning", "DatasetInfo",
     "DatasetNotFoundError", "DetectionCanvases", "DevicePrefetchIterator", "DigitCanvases",
     "DownloadError", "IDX_DATASETS", "IdxFormatError", "RandomAccessSource", "RotatedDigits",
     "SegmentationCanvases", "Subset", "TfdsSource", "augment", "data_sharding", "download_idx",

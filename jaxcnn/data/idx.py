@@ -18,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +51,8 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+# NumPy's limit on array rank (``numpy.MAXDIMS`` is not public API).
+_MAX_IDX_NDIM = 64
 
 
 class IdxFormatError(ValueError):
@@ -56,6 +61,10 @@ class IdxFormatError(ValueError):
 
 class ChecksumError(ValueError):
     """A file's digest differs from the expected one."""
+
+
+class DatasetChecksumWarning(UserWarning):
+    """Dataset files differ from the published ones (a subset, a re-encoding, or another dataset)."""
 
 
 class DownloadError(OSError):
@@ -67,7 +76,8 @@ class IdxDataset:
     """An MNIST-family dataset distributed as four IDX files.
 
     ``files[split] = (images file, labels file)`` without ``.gz``; ``md5`` is of the published
-    ``.gz`` files; ``mirrors`` are base URLs tried in order.
+    ``.gz`` files; ``md5_uncompressed`` of their decompressed bytes, where known (a file gzipped
+    again by other tools keeps these); ``mirrors`` are base URLs tried in order.
     """
 
     name: str
@@ -76,6 +86,7 @@ class IdxDataset:
     class_names: tuple[str, ...]
     md5: dict[str, str]
     mirrors: tuple[str, ...]
+    md5_uncompressed: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -98,6 +109,12 @@ IDX_DATASETS: dict[str, IdxDataset] = {
             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        md5_uncompressed={
+            "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+            "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+            "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+            "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
         },
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -129,6 +146,13 @@ IDX_DATASETS: dict[str, IdxDataset] = {
 # ----------------------------------------------------------------------------- parsing
 
 
+def _short_shape(shape: tuple[int, ...]) -> str:
+    """The shape for an error message, elided past 8 sizes (a damaged header may declare 255)."""
+    if len(shape) <= 8:
+        return str(shape)
+    return f"({', '.join(map(str, shape[:8]))}, ... {len(shape) - 8} more)"
+
+
 def parse_idx(data: bytes, path: str = "<bytes>") -> np.ndarray:
     """Decodes the bytes of an (uncompressed) IDX file; ``path`` only names it in errors."""
     if len(data) < 4:
@@ -147,13 +171,20 @@ def parse_idx(data: bytes, path: str = "<bytes>") -> np.ndarray:
             f"bytes, the file has {len(data)}"
         )
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if ndim > _MAX_IDX_NDIM:
+        raise IdxFormatError(
+            f"read_idx: {path} has a damaged header: it declares {ndim} dimensions (sizes "
+            f"{_short_shape(shape)}), more than the {_MAX_IDX_NDIM} an array can have; delete the "
+            f"file and fetch it again"
+        )
+    # Python ints: a damaged header's sizes can overflow int64 and wrap round to a plausible count.
+    expected = math.prod(shape) * dtype.itemsize
     found = len(data) - header
     if found != expected:
         what = "truncated" if found < expected else "longer than its header says"
         raise IdxFormatError(
-            f"read_idx: {path} is {what}: shape {shape} of {dtype.name} needs {expected} data "
-            f"bytes after the {header}-byte header, found {found}; delete the file and fetch it again"
+            f"read_idx: {path} is {what}: shape {_short_shape(shape)} of {dtype.name} needs {expected} "
+            f"data bytes after the {header}-byte header, found {found}; delete the file and fetch it again"
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
@@ -352,6 +383,122 @@ def verify_checksum(path: str | os.PathLike, *, md5: str | None = None, sha256: 
                 f"verify_checksum: {name or path} has {algorithm} {got}, expected {expected.lower()}; "
                 f"the file is incomplete or not the published one"
             )
+
+
+VERIFY_POLICIES = ("warn", "error", "off")
+
+
+def checksum_cache_path() -> Path:
+    """The JSON file remembering digests by (path, size, mtime): ``~/.cache/jaxcnn/checksums.json``."""
+    return DEFAULT_CACHE_DIR.expanduser().parent / "checksums.json"
+
+
+_DIGESTS: dict[str, tuple[str, str]] = {}
+
+
+def _digest_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _read_digest_cache(cache: Path) -> dict:
+    try:
+        entries = json.loads(cache.read_text())
+    except (OSError, ValueError):  # Missing or damaged: digests are simply computed again.
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_digest_cache(cache: Path, entries: dict) -> None:
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.")
+        with os.fdopen(handle, "w") as out:
+            json.dump(entries, out, indent=0, sort_keys=True)
+        os.replace(tmp, cache)
+    except OSError as err:  # A read-only home only costs the digests being computed next time.
+        logger.debug("Could not write the checksum cache %s: %s", cache, err)
+
+
+def file_md5s(path: str | os.PathLike) -> tuple[str, str]:
+    """``(md5 of the file's bytes, md5 of its content)``; the content is the decompressed bytes of a
+    gzip file, else the file itself. Remembered by (path, size, mtime) in memory and in
+    :func:`checksum_cache_path`, so each file is hashed once."""
+    path = Path(path)
+    key = _digest_key(path)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    cache = checksum_cache_path()
+    entries = _read_digest_cache(cache)
+    cached = entries.get(key)
+    if isinstance(cached, list) and len(cached) == 2 and all(isinstance(d, str) for d in cached):
+        _DIGESTS[key] = (cached[0], cached[1])
+        return _DIGESTS[key]
+    data = path.read_bytes()
+    raw = hashlib.md5(data).hexdigest()
+    content = raw
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            content = hashlib.md5(gzip.decompress(data)).hexdigest()
+        except (OSError, EOFError, zlib.error):
+            content = ""  # A damaged stream: read_idx reports it, naming the file.
+    _DIGESTS[key] = (raw, content)
+    entries[key] = [raw, content]
+    _write_digest_cache(cache, entries)
+    return _DIGESTS[key]
+
+
+def _published_as(stem: str, digests: tuple[str, str]) -> list[str]:
+    """The known datasets whose published file ``stem`` has these digests."""
+    raw, content = digests
+    return [
+        spec.name for spec in IDX_DATASETS.values()
+        if spec.md5.get(f"{stem}.gz") == raw or spec.md5_uncompressed.get(stem) in (raw, content)
+    ]
+
+
+def check_published(name: str, paths: Sequence[str | os.PathLike], verify: str = "warn",
+                    fn: str = "load") -> bool:
+    """Compares dataset files with the published digests of ``name``; True when all match.
+
+    A file whose digest is another known dataset's published one (Fashion-MNIST files in an
+    ``mnist`` folder) raises :class:`ChecksumError` unless ``verify="off"``. A file that matches
+    no published digest (a subset, a synthetic file, a re-ordered copy) raises under
+    ``verify="error"`` and gives a :class:`DatasetChecksumWarning` under ``verify="warn"``.
+    """
+    check_str(verify, "verify", fn)
+    if verify not in VERIFY_POLICIES:
+        raise ValueError(f"{fn}: verify={verify!r} must be one of {VERIFY_POLICIES}")
+    if verify == "off":
+        return True
+    spec = IDX_DATASETS[name]
+    differ = []
+    for path in map(Path, paths):
+        stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+        if stem not in spec.md5_uncompressed and f"{stem}.gz" not in spec.md5:
+            differ.append(f"{path} (not a file name of the published {name})")
+            continue
+        digests = file_md5s(path)
+        owners = _published_as(stem, digests)
+        if name in owners:
+            continue
+        if owners:
+            raise ChecksumError(
+                f"{fn}: {path} is the published {owners[0]} file, not {name}'s; point data_dir at "
+                f"the {name} files (or pass verify='off' to load it anyway)"
+            )
+        differ.append(f"{path} (md5 {digests[0]})")
+    if not differ:
+        return True
+    message = (
+        f"{fn}: {len(differ)} file(s) differ from the published {name} files: " + "; ".join(differ)
+        + ". They may be a subset, a re-encoding or another dataset. Pass verify='off' to silence "
+        "this for files you made, verify='error' to refuse such files"
+    )
+    if verify == "error":
+        raise ChecksumError(message)
+    warnings.warn(message, DatasetChecksumWarning, stacklevel=4)
+    return False
 
 
 def download_file(urls: Sequence[str], destination: str | os.PathLike, *, md5: str | None = None,

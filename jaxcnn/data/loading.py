@@ -34,7 +34,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, source: str = "auto",
-         download: bool = False, num_examples: int | None = None) -> RandomAccessSource:
+         download: bool = False, num_examples: int | None = None, verify: str = "warn") -> RandomAccessSource:
     """A random-access source of ``name``/``split``: ``[i] -> {"image": uint8 (H, W, C), "label": int32 ()}``.
 
     Args:
@@ -55,6 +55,12 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
         download. Off by default so an offline run fails fast with a clear message.
       num_examples: derived datasets only: how many examples to derive from the split's digits
         (default one per digit; ``4 * len(digits)`` shows each digit at 4 angles or in 4 canvases).
+      verify: IDX files only: how to treat files whose MD5 differs from the published ones
+        (computed once per file, then remembered by path, size and mtime in
+        ``~/.cache/jaxcnn/checksums.json``). ``"warn"`` (default): a
+        :class:`DatasetChecksumWarning` naming them; ``"error"``: :class:`ChecksumError`;
+        ``"off"``: no check (files you made). Files that are another dataset's published ones
+        (Fashion-MNIST loaded as ``"mnist"``) are refused unless ``"off"``.
 
     Returns:
       an :class:`ArraySource` (IDX, in memory) or a :class:`TfdsSource`; ``.info`` tells which.
@@ -62,6 +68,7 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
     Raises:
       DatasetNotFoundError: listing every place looked and how to provide the files.
       IdxFormatError: a found IDX file is truncated or corrupted (the message names it).
+      ChecksumError: see ``verify``.
 
     Example::
 
@@ -73,6 +80,7 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
     check_str(split, "split", fn)
     check_choice(source, "source", fn, SOURCES)
     check_bool(download, "download", fn)
+    check_choice(verify, "verify", fn, idx.VERIFY_POLICIES)
     base, _, task = name.rpartition("_")
     derived = task in DERIVED_TASKS and bool(base)
     if num_examples is not None:
@@ -81,7 +89,7 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
             raise ValueError(f"{fn}: num_examples applies to derived datasets (names ending in "
                              f"{', '.join('_' + t for t in DERIVED_TASKS)}), got name={name!r}")
     if derived:
-        digits = load(base, split, data_dir=data_dir, source=source, download=download)
+        digits = load(base, split, data_dir=data_dir, source=source, download=download, verify=verify)
         return _derive(task, digits, num_examples)
     is_idx = name in idx.IDX_DATASETS
     if source == "idx" and not is_idx:
@@ -91,12 +99,12 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
     looked: list[str] = []
 
     if is_idx and source in ("auto", "idx"):
-        found = _load_idx(name, split, data_dir, looked)
+        found = _load_idx(name, split, data_dir, looked, verify)
         if found is not None:
             return found
         if download and source == "idx":
             idx.download_idx(name, data_dir)
-            found = _load_idx(name, split, data_dir, [])
+            found = _load_idx(name, split, data_dir, [], verify)
             if found is not None:
                 return found
 
@@ -117,21 +125,25 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
 
     if is_idx and source == "auto" and download:
         idx.download_idx(name, data_dir)
-        found = _load_idx(name, split, data_dir, [])
+        found = _load_idx(name, split, data_dir, [], verify)
         if found is not None:
             return found
 
     raise DatasetNotFoundError(_not_found_message(name, split, looked, is_idx))
 
 
-def _load_idx(name: str, split: str, data_dir, looked: list[str]) -> ArraySource | None:
+def _load_idx(name: str, split: str, data_dir, looked: list[str], verify: str) -> ArraySource | None:
     spec = idx.IDX_DATASETS[name]
-    base, part = idx.parse_split(split, spec.num_examples)
+    base, _ = idx.parse_split(split, spec.num_examples)
     paths, places = idx.find_idx_files(name, base, data_dir)
     looked.extend(f"IDX: {p}" for p in places)
     if paths is None:
         return None
     source = idx.load_idx_split(*paths, name=name, split=base, class_names=spec.class_names)
+    # After parsing, so a damaged file is reported as such rather than as a checksum mismatch.
+    idx.check_published(name, paths, verify)
+    # Percent bounds count the examples the files hold, not the published size of the split.
+    _, part = idx.parse_split(split, {base: len(source)})
     if part != slice(None):
         source = source.select(part, split=split)
     logger.info("Loaded %s[%s] from IDX files in %s (%d examples)", name, split, paths[0].parent, len(source))

@@ -31,6 +31,7 @@ from jaxcnn.functional.pooling import (
     min_pool,
 )
 from jaxcnn.functional.resize import upsample
+from jaxcnn.functional import init  # initialisers: F.init.kaiming_uniform(key, shape) ...
 
 __all__ = [
     "PADDING_MODES",
@@ -74,4 +75,5 @@ __all__ = [
     "max_unpool",
     "min_pool",
     "upsample",
+    "init",
 ]

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 # A layout is written once, as data: the position of the channel axis and the kernel
 # convention. "NHWC"/"NCHW" are accepted for any spatial rank (1D/2D/3D); the rank-specific
@@ -81,8 +83,15 @@ def check_nonempty(x: jnp.ndarray, name: str, op: str) -> None:
         raise ValueError(f"{op}: {name} is empty, shape {tuple(x.shape)}")
 
 
-def as_tuple(value: Any, n: int, name: str, op: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """An int or a length-``n`` sequence of ints -> ``n``-tuple, each ``>= minimum``."""
+def as_tuple(value: Any, n: int, name: str, op: str, *, minimum: int = 1,
+             broadcast_one: bool = True) -> tuple[int, ...]:
+    """An int or a length-``n`` sequence of ints -> ``n``-tuple, each ``>= minimum``.
+
+    With ``broadcast_one`` a one-element sequence counts as its int, as PyTorch's pooling and
+    convolutions read ``stride=(1,)`` (not its ``output_size`` or ``interpolate(size=...)``).
+    """
+    if broadcast_one and isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 1:
+        value = value[0]
     if isinstance(value, bool):
         raise TypeError(f"{op}: {name} must be an int or {n} ints, got {value!r}")
     if isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, Sequence)):
@@ -108,8 +117,12 @@ def explicit_padding(
 ) -> tuple[tuple[int, int], ...] | str:
     """Normalises ``padding`` to ``"VALID"``, ``"SAME"`` or ``n`` non-negative ``(lo, hi)`` pairs.
 
-    Accepted: ``"VALID"``/``"SAME"`` (any case), an int, ``n`` ints, or ``n`` ``(lo, hi)`` pairs.
+    Accepted: ``"VALID"``/``"SAME"`` (any case), an int, ``n`` ints, or ``n`` ``(lo, hi)`` pairs;
+    a one-int sequence ``(p,)`` counts as ``p`` on every axis, as in PyTorch.
     """
+    if isinstance(padding, Sequence) and not isinstance(padding, str) and len(padding) == 1 \
+            and isinstance(padding[0], int) and not isinstance(padding[0], bool):
+        padding = padding[0]
     if isinstance(padding, str):
         upper = padding.upper()
         if upper not in ("VALID", "SAME"):
@@ -162,3 +175,48 @@ def same_padding(
         total = max((out - 1) * s + effective - size, 0)
         pairs.append((total // 2, total - total // 2))
     return tuple(pairs)
+
+
+def check_label_range(labels: Any, num_classes: int, op: str, *, ignore_index: int | None = None,
+                      name: str = "labels") -> None:
+    """Raises ``ValueError`` naming the first label outside ``[0, num_classes)`` (and not
+    ``ignore_index``) and its position, as PyTorch does.
+
+    Only concrete labels can be checked: under ``jit``/``vmap``/``grad`` tracing the values are
+    unknown, and the caller's traced fallback applies (NaN loss, or the position not counted).
+    """
+    if isinstance(labels, jax.core.Tracer):
+        return
+    values = np.asarray(labels)
+    bad = (values < 0) | (values >= num_classes)
+    if ignore_index is not None:
+        bad &= values != ignore_index
+    if not bad.any():
+        return
+    where = np.argwhere(bad)
+    position = tuple(int(i) for i in where[0])
+    index = ", ".join(map(str, position)) if position else ""
+    ignored = "" if ignore_index is None else f" and is not ignore_index={ignore_index}"
+    raise ValueError(
+        f"{op}: {name}[{index}] = {values[position]} is outside [0, {num_classes}){ignored} "
+        f"({len(where)} such {name} in all, shape {values.shape})"
+    )
+
+
+def check_batch_axis(x: jnp.ndarray, kernel: jnp.ndarray, layout: str, op: str) -> None:
+    """A single example given to a batched op: ``x`` one rank short of a kernel of rank 3-5.
+
+    PyTorch accepts an unbatched ``(C, H, W)``; here every op takes a batch, so the message
+    says what is missing rather than that the kernel has the wrong rank.
+    """
+    n = kernel.ndim - 2
+    if kernel.ndim not in (3, 4, 5) or x.ndim != kernel.ndim - 1:
+        return
+    spatial = ", ".join("DHW"[3 - n :])
+    last = layout in _CHANNELS_LAST
+    axes = f"({spatial}, C)" if last else f"(C, {spatial})"
+    raise ValueError(
+        f"{op}: x must have a batch axis: got {tuple(x.shape)}, read as one example {axes} "
+        f"(layout {layout}), for the {n}D kernel of shape {tuple(kernel.shape)}; expected "
+        f"{'(N, ' + spatial + ', C)' if last else '(N, C, ' + spatial + ')'}, e.g. x[None] for a single example"
+    )

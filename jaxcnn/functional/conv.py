@@ -215,8 +215,11 @@ def conv(
     """
     op = "conv"
     impl = _check_impl(impl, op)
-    x = check_input(x, op)
+    x = args.as_array(x, "x", op)
     kernel = args.as_array(kernel, "kernel", op)
+    # Before the rank check, so that one unbatched example is named as such.
+    args.check_batch_axis(x, kernel, layout, op)
+    x = check_input(x, op)
     n = x.ndim - 2
     last = args.channels_last(layout, op, n)
     if kernel.ndim != x.ndim:
@@ -327,8 +330,11 @@ def conv_transpose(
     """
     op = "conv_transpose"
     impl = _check_impl(impl, op)
-    x = check_input(x, op)
+    x = args.as_array(x, "x", op)
     kernel = args.as_array(kernel, "kernel", op)
+    # Before the rank check, so that one unbatched example is named as such.
+    args.check_batch_axis(x, kernel, layout, op)
+    x = check_input(x, op)
     n = x.ndim - 2
     last = args.channels_last(layout, op, n)
     if kernel.ndim != x.ndim:

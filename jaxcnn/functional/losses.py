@@ -5,8 +5,10 @@ Scores carry a class axis of size ``K``: the last axis for ``layout="NHWC"`` (de
 ``(N, K)`` / ``(N, K, H, W)``; axis 0 for a single unbatched ``(K,)`` vector). Losses are
 computed and returned in float32 for bfloat16/float16 inputs (float64 for float64).
 
-Integer labels whose value is outside ``[0, K)`` (and is not ``ignore_index``) cannot be
-checked under ``jit``; where PyTorch raises, these losses return NaN so the error is loud.
+Integer labels whose value is outside ``[0, K)`` (and is not ``ignore_index``): concrete
+labels are refused with a ``ValueError`` naming the label and its position, as PyTorch does;
+traced labels (inside ``jit``/``vmap``/``grad``) cannot be checked, and the loss is NaN there
+so the error is still loud.
 """
 
 from __future__ import annotations
@@ -156,6 +158,8 @@ def cross_entropy(
         a class axis).
       ignore_index: integer labels equal to it contribute 0 and are left out of the mean
         (PyTorch's default is -100; here ``None`` ignores nothing). Not for probability labels.
+        Any other label outside ``[0, K)`` raises ``ValueError`` (label and position) when the
+        labels are concrete, and makes the loss NaN under ``jit`` (traced labels).
       layout: where the class axis is (see the module docstring).
 
     With integer labels and ``reduction="mean"`` the sum is divided by the summed weight of
@@ -179,6 +183,7 @@ def cross_entropy(
     indices = _check_label_kind(labels, op)
     if indices:
         _check_index_labels(labels, logits, axis, layout, op, "logits")
+        args.check_label_range(labels, k, op, ignore_index=ignore_index)
         return _cross_entropy_indices(
             logits, labels, weight, axis=axis, label_smoothing=label_smoothing, reduction=reduction,
             ignore_index=ignore_index,
@@ -254,6 +259,7 @@ def nll_loss(
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
     _check_index_labels(labels, log_probs, axis, layout, op, "log_probs")
+    args.check_label_range(labels, log_probs.shape[axis], op, ignore_index=ignore_index)
     return _nll_loss(log_probs, labels, weight, axis=axis, reduction=reduction, ignore_index=ignore_index)
 
 

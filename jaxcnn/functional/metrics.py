@@ -98,8 +98,11 @@ def confusion_matrix(
       predictions: integer class indices, any shape (e.g. ``argmax`` of the logits).
       labels: integer class indices, the shape of ``predictions``.
       num_classes: ``K >= 1``, a Python int.
-      ignore_index: labels equal to it are not counted. Positions whose label or prediction
-        is outside ``[0, K)`` are not counted either (so e.g. a void label 255 drops out).
+      ignore_index: labels equal to it are not counted (e.g. a void label 255).
+
+    A concrete label or prediction outside ``[0, K)`` (other than ``ignore_index``) raises
+    ``ValueError`` naming it and its position. Under ``jit``/``vmap`` (traced values, which
+    cannot be checked) such positions are not counted.
 
     Returns:
       ``(K, K)`` int32 counts.
@@ -117,6 +120,8 @@ def confusion_matrix(
             f"{op}: predictions of shape {tuple(predictions.shape)} and labels of shape "
             f"{tuple(labels.shape)} must have the same shape"
         )
+    args.check_label_range(labels, k, op, ignore_index=ignore_index)
+    args.check_label_range(predictions, k, op, name="predictions")
     return _confusion_matrix(predictions, labels, k=k, ignore_index=ignore_index)
 
 

@@ -409,7 +409,7 @@ def _adaptive_sizes(output_size: Any, in_sizes: tuple[int, ...], op: str) -> tup
     ):
         # PyTorch's None keeps that axis's input size.
         output_size = tuple(size if v is None else v for v, size in zip(output_size, in_sizes))
-    return args.as_tuple(output_size, n, "output_size", op)
+    return args.as_tuple(output_size, n, "output_size", op, broadcast_one=False)
 
 
 def _adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -602,6 +602,9 @@ def max_unpool(
 
     Returns:
       ``(N, *output_size, C)`` (NHWC) or ``(N, C, *output_size)`` (NCHW), ``x``'s dtype.
+
+    Gradient: as PyTorch's, ``dx = grad_out[indices]`` (a gather), also where overlapping
+    windows (e.g. window 3, stride 2) repeat an index, so every duplicate receives it.
     """
     op = "max_unpool"
     x = _check_input(x, op, floating=False)
@@ -630,7 +633,7 @@ def max_unpool(
     else:
         if isinstance(output_size, (list, tuple)) and len(output_size) == x.ndim:
             output_size = tuple(output_size[1:-1] if last else output_size[2:])
-        sizes = args.as_tuple(output_size, n, "output_size", op)
+        sizes = args.as_tuple(output_size, n, "output_size", op, broadcast_one=False)
         for axis, (size, d, s) in enumerate(zip(sizes, default, stride)):
             if not d - s < size < d + s:
                 raise ValueError(
@@ -644,6 +647,11 @@ def max_unpool(
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _max_unpool(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], last: bool) -> jnp.ndarray:
+    return _unpool_scatter(x, indices, sizes, last)
+
+
+def _scatter_planes(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], last: bool,
+                    accumulate: bool) -> jnp.ndarray:
     if last:
         x, indices = jnp.moveaxis(x, -1, 1), jnp.moveaxis(indices, -1, 1)
     rows = x.shape[0] * x.shape[1]
@@ -653,6 +661,23 @@ def _max_unpool(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], la
     # .at[] would wrap negative indices around; send them out of bounds to be dropped.
     flat_i = jnp.where(flat_i < 0, jnp.int32(plane), flat_i)
     row = lax.broadcasted_iota(jnp.int32, flat_i.shape, 0)
-    out = jnp.zeros((rows, plane), x.dtype).at[row, flat_i].set(flat_x, mode="drop")
+    target = jnp.zeros((rows, plane), x.dtype).at[row, flat_i]
+    out = target.add(flat_x, mode="drop") if accumulate else target.set(flat_x, mode="drop")
     out = out.reshape(x.shape[:2] + sizes)
     return jnp.moveaxis(out, 1, -1) if last else out
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _unpool_scatter(x: jnp.ndarray, indices: jnp.ndarray, sizes: tuple[int, ...], last: bool) -> jnp.ndarray:
+    return _scatter_planes(x, indices, sizes, last, accumulate=False)
+
+
+@_unpool_scatter.defjvp
+def _unpool_scatter_jvp(sizes, last, primals, tangents):
+    # Overlapping pooling windows repeat an index. PyTorch's backward of max_unpool gathers:
+    # every duplicate receives grad_out[index]. The transpose of this scatter-*add* tangent is
+    # exactly that gather, whereas the transpose of the forward's scatter-set would give the
+    # gradient to one duplicate only. Without repeats both are the same linear map.
+    x, indices = primals
+    tx, _ = tangents
+    return _unpool_scatter(x, indices, sizes, last), _scatter_planes(tx, indices, sizes, last, accumulate=True)

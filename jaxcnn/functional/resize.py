@@ -19,9 +19,13 @@ import numpy as np
 from jaxcnn.functional import _arguments as args
 from jaxcnn.functional.pooling import adaptive_avg_pool
 
-# A linear method's name and the spatial rank it is limited to (None: any), as in PyTorch.
+# A linear method's name and the spatial rank it is limited to (None: any), as in PyTorch;
+# "bicubic" is PyTorch's 2-D cubic convolution (Keys, A = -0.75).
 _LINEAR = {"linear": None, "bilinear": 2, "trilinear": 3}
-METHODS = ("nearest", "nearest-exact", "area") + tuple(_LINEAR)
+_CUBIC = {"bicubic": 2}
+_RANK = {**_LINEAR, **_CUBIC}
+METHODS = ("nearest", "nearest-exact", "area") + tuple(_LINEAR) + tuple(_CUBIC)
+CUBIC_A = -0.75
 
 
 def _scale_factors(scale_factor: Any, n: int, op: str) -> tuple[float, ...]:
@@ -81,6 +85,38 @@ def _linear_weights(
     return index0, index1, (dtype.type(1) - lam).astype(dtype), lam
 
 
+def _cubic_weights(
+    size: int, out: int, scale: float | None, align_corners: bool, dtype: Any
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """PyTorch's four source indices and weights per output cell for bicubic on one axis.
+
+    The source position is not clamped (unlike linear); the taps ``floor(src) - 1 .. + 2`` are
+    clamped to the border, i.e. the edge cells are repeated.
+    """
+    dtype = np.dtype(dtype)
+    dst = np.arange(out)
+    if align_corners:
+        ratio = dtype.type(size - 1) / dtype.type(out - 1) if out > 1 else dtype.type(0)
+        src = (np.float64(ratio) * dst).astype(dtype)
+    else:
+        ratio = dtype.type(1.0 / scale) if scale is not None else dtype.type(size) / dtype.type(out)
+        src = (np.float64(ratio) * (dst + 0.5) - 0.5).astype(dtype)
+    floor = np.floor(src)
+    t = (src - floor).astype(np.float64)
+    a = CUBIC_A
+
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    weights = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+    start = floor.astype(np.int64) - 1
+    indices = [np.clip(start + k, 0, size - 1) for k in range(4)]
+    return indices, [w.astype(dtype) for w in weights]
+
+
 def _take(x: jnp.ndarray, index: np.ndarray, axis: int) -> jnp.ndarray:
     size = x.shape[axis]
     if index.shape[0] == size and np.array_equal(index, np.arange(size)):
@@ -121,16 +157,18 @@ def upsample(
       method: ``"nearest"`` (PyTorch's: source ``floor(dst * in / out)``), ``"nearest-exact"``
         (``floor((dst + 0.5) * in / out)``, like Pillow/scikit-image), ``"linear"`` (any rank;
         ``"bilinear"`` for 2 and ``"trilinear"`` for 3 spatial axes are the same, rank-checked)
-        or ``"area"`` (:func:`adaptive_avg_pool`).
-      align_corners: linear methods only: map the corner cells' centres onto each other
+        , ``"bicubic"`` (2 spatial axes; PyTorch's cubic convolution with ``A = -0.75``, the
+        four taps clamped at the border, so results may overshoot the input's range) or
+        ``"area"`` (:func:`adaptive_avg_pool`).
+      align_corners: linear and bicubic methods only: map the corner cells' centres onto each other
         (source ``dst * (in - 1) / (out - 1)``) instead of the corners' edges
         (``(dst + 0.5) * in / out - 0.5``, clamped at 0).
       layout: ``"NHWC"`` or ``"NCHW"``.
 
     Returns:
       ``(N, *out, C)`` (NHWC) or ``(N, C, *out)`` (NCHW) in ``x``'s dtype. Nearest and area
-      accept any dtype that fits (nearest: any; area: floating); linear needs floating ``x``
-      and computes bfloat16/float16 in float32.
+      accept any dtype that fits (nearest: any; area: floating); linear and bicubic need
+      floating ``x`` and compute bfloat16/float16 in float32.
 
     Example: ``upsample(x, 2)`` doubles H and W of an ``(N, H, W, C)`` batch by repeating.
     """
@@ -141,17 +179,19 @@ def upsample(
     last = args.channels_last(layout, op, n)
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"{op}: unknown method={method!r}; expected one of {METHODS}")
-    if method in _LINEAR and _LINEAR[method] not in (None, n):
+    if method in _RANK and _RANK[method] not in (None, n):
         raise ValueError(
-            f"{op}: method={method!r} is for {_LINEAR[method]} spatial dimension(s) but x of shape "
+            f"{op}: method={method!r} is for {_RANK[method]} spatial dimension(s) but x of shape "
             f"{tuple(x.shape)} has {n}; use method='linear', which fits any rank"
         )
     for name, flag in (("align_corners", align_corners), ("recompute_scale_factor", recompute_scale_factor)):
         if not isinstance(flag, bool):
             raise TypeError(f"{op}: {name} must be a bool, got {flag!r}")
-    if align_corners and method not in _LINEAR:
-        raise ValueError(f"{op}: align_corners=True only applies to linear methods, not method={method!r}")
-    if method in _LINEAR or method == "area":
+    if align_corners and method not in _RANK:
+        raise ValueError(
+            f"{op}: align_corners=True only applies to linear and bicubic methods, not method={method!r}"
+        )
+    if method in _RANK or method == "area":
         args.check_floating(x, "x", op)
 
     axes = tuple(range(1, n + 1)) if last else tuple(range(2, n + 2))
@@ -164,7 +204,7 @@ def upsample(
             f"got size={size!r}, scale_factor={scale_factor!r}"
         )
     if size is not None:
-        out_sizes = args.as_tuple(size, n, "size", op)
+        out_sizes = args.as_tuple(size, n, "size", op, broadcast_one=False)
         scales: tuple[float | None, ...] = (None,) * n
     else:
         factors = _scale_factors(scale_factor, n, op)
@@ -205,9 +245,12 @@ def _resize(
         axis, s, o = axes[j], in_sizes[j], out_sizes[j]
         if s == o and (scales[j] is None or align_corners):
             continue
-        i0, i1, w0, w1 = _linear_weights(s, o, scales[j], align_corners, np.dtype(compute))
+        if method in _CUBIC:
+            indices, weights = _cubic_weights(s, o, scales[j], align_corners, np.dtype(compute))
+        else:
+            i0, i1, w0, w1 = _linear_weights(s, o, scales[j], align_corners, np.dtype(compute))
+            indices, weights = [i0, i1], [w0, w1]
         shape = tuple(o if a == axis else 1 for a in range(y.ndim))
-        y = _take(y, i0, axis) * jnp.asarray(w0.reshape(shape)) + _take(y, i1, axis) * jnp.asarray(
-            w1.reshape(shape)
-        )
+        terms = [_take(y, i, axis) * jnp.asarray(w.reshape(shape)) for i, w in zip(indices, weights)]
+        y = functools.reduce(lambda p, q: p + q, terms)
     return y.astype(dtype)

@@ -132,8 +132,45 @@ def _torch_linear_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-ResNet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
-ResNet34 = partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock)
-ResNet50 = partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck)
-ResNet101 = partial(ResNet, stage_sizes=(3, 4, 23, 3), block=Bottleneck)
-ResNet152 = partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottleneck)
+# The variants are subclasses, not ``functools.partial``s, so that ``help(ResNet18)`` shows
+# their documentation; ``ResNet18(num_classes=10)`` builds exactly what the partial did.
+
+
+class ResNet18(ResNet):
+    """ResNet-18 (He et al., 2016; torchvision's ``resnet18``): BasicBlocks, stages (2, 2, 2, 2).
+
+    ``(N, H, W, C) -> (N, num_classes)`` float32 logits; 11.7 M parameters at 1000 classes.
+    Fields as :class:`ResNet`, e.g. ``ResNet18(num_classes=10, small_input=True)`` for 28-32 px
+    images. torchvision weights load with :func:`jaxcnn.models.load_torch_resnet`.
+    """
+
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    block: Any = BasicBlock
+
+
+class ResNet34(ResNet):
+    """ResNet-34 (torchvision's ``resnet34``): BasicBlocks, stages (3, 4, 6, 3). Fields as :class:`ResNet`."""
+
+    stage_sizes: Sequence[int] = (3, 4, 6, 3)
+    block: Any = BasicBlock
+
+
+class ResNet50(ResNet):
+    """ResNet-50 (torchvision's ``resnet50``, v1.5): Bottlenecks, stages (3, 4, 6, 3). Fields as :class:`ResNet`."""
+
+    stage_sizes: Sequence[int] = (3, 4, 6, 3)
+    block: Any = Bottleneck
+
+
+class ResNet101(ResNet):
+    """ResNet-101 (torchvision's ``resnet101``): Bottlenecks, stages (3, 4, 23, 3). Fields as :class:`ResNet`."""
+
+    stage_sizes: Sequence[int] = (3, 4, 23, 3)
+    block: Any = Bottleneck
+
+
+class ResNet152(ResNet):
+    """ResNet-152 (torchvision's ``resnet152``): Bottlenecks, stages (3, 8, 36, 3). Fields as :class:`ResNet`."""
+
+    stage_sizes: Sequence[int] = (3, 8, 36, 3)
+    block: Any = Bottleneck

@@ -46,6 +46,11 @@ _DEPTHS = {
     101: ((3, 4, 23, 3), Bottleneck),
     152: ((3, 8, 36, 3), Bottleneck),
 }
+# The most blocks any known architecture has in each stage: a state dict is refused before
+# anything is built when it claims more (a key "layer1.2000..." would build a ResNet-4004).
+_MAX_BLOCKS = tuple(max(stages[i] for stages, _ in _DEPTHS.values()) for i in range(4))
+# Error listings show this many entries per kind, then a count of the rest.
+_MAX_LISTED = 20
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _KEY = re.compile(
     r"^(?P<module>conv1|bn1|fc|layer(?P<stage>\d+)\.(?P<block>\d+)\.(?P<sub>conv\d+|bn\d+|downsample\.[01]))"
@@ -57,14 +62,18 @@ _KEY = re.compile(
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
-    """A NumPy copy of an array or a torch tensor (bfloat16 tensors become float32)."""
+    """A NumPy copy of an array or a torch tensor (bfloat16 tensors become float32).
+
+    Always a copy: ``tensor.numpy()`` shares the tensor's memory, and JAX may keep sharing it,
+    so an in-place update of the torch model would otherwise change the "immutable" JAX arrays.
+    """
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, without importing torch
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
             value = value.float()
-        return value.numpy()
+        return np.array(value.numpy(), copy=True)
     try:
-        return np.asarray(value)
+        return np.array(value, copy=True)
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"read_state_dict: entry {name!r} is not an array, got {type(value).__name__}"
@@ -111,7 +120,13 @@ def read_state_dict(source: Any) -> dict[str, np.ndarray]:
         if suffix == ".safetensors":
             from safetensors.numpy import load_file
 
-            raw: Any = load_file(path)
+            try:
+                raw: Any = load_file(path)
+            except Exception as err:  # SafetensorError, or OSError/ValueError by version
+                raise ValueError(
+                    f"{op}: could not read {path!r} as a safetensors file; it is truncated or damaged "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                ) from err
         elif suffix in _TORCH_SUFFIXES:
             raw = _torch_load(path)
         else:
@@ -160,8 +175,10 @@ def infer_torch_resnet(source: Any, *, num_classes: int | None = None) -> ResNet
             bottleneck |= m["sub"] == "conv3"
     if sorted(blocks) != list(range(1, len(blocks) + 1)) or not blocks:
         raise ValueError(
-            f"{op}: expected layer1, layer2, ... keys of a torchvision ResNet, found stages {sorted(blocks)}"
+            f"{op}: expected layer1, layer2, ... keys of a torchvision ResNet, found stages "
+            f"{_listed(sorted(blocks))}"
         )
+    _check_known_depth(blocks, sd, op)
     stem = sd.get("conv1.weight")
     if stem is None or stem.ndim != 4:
         raise ValueError(f"{op}: the state dict has no 4-D 'conv1.weight'; is it a torchvision ResNet?")
@@ -178,6 +195,27 @@ def infer_torch_resnet(source: Any, *, num_classes: int | None = None) -> ResNet
         width=int(stem.shape[0]),
         small_input=tuple(stem.shape[2:]) == (3, 3),
     )
+
+
+def _listed(items: list, limit: int = _MAX_LISTED) -> str:
+    shown = ", ".join(map(str, items[:limit]))
+    return f"[{shown}{f', ... {len(items) - limit} more' if len(items) > limit else ''}]"
+
+
+def _check_known_depth(blocks: dict[int, int], sd: Mapping[str, Any], op: str) -> None:
+    """Refuses more stages, or more blocks in a stage, than ResNet-18/34/50/101/152 have."""
+    if len(blocks) > len(_MAX_BLOCKS):
+        raise ValueError(
+            f"{op}: the state dict has {len(blocks)} stages (layer1 ... layer{len(blocks)}); the known "
+            f"ResNets ({', '.join(map(str, _DEPTHS))}) have {len(_MAX_BLOCKS)}"
+        )
+    for stage, count in sorted(blocks.items()):
+        if count > _MAX_BLOCKS[stage - 1]:
+            example = next(k for k in sd if k.startswith(f"layer{stage}.{count - 1}."))
+            raise ValueError(
+                f"{op}: the state dict has {count} blocks in layer{stage} (key {example!r}); the known "
+                f"ResNets ({', '.join(map(str, _DEPTHS))}) have at most {_MAX_BLOCKS[stage - 1]} there"
+            )
 
 
 def _check_num_classes(num_classes: Any, op: str) -> None:
@@ -302,8 +340,14 @@ def load_torch_resnet(
       in the model's parameter dtypes (float32).
 
     Raises:
-      ValueError: listing every unknown key, missing variable and shape mismatch (strict),
-        or for a refused/unknown file.
+      ValueError: listing the unknown keys, missing variables and shape mismatches (strict;
+        at most 20 of each kind, then a count); a tensor of a non-floating dtype (int, bool,
+        complex) or with NaN/Inf values, named by its key (always, strict or not); a state
+        dict with more stages or blocks than ResNet-152 (before anything is built); a
+        refused, truncated or unknown file (named).
+
+    The arrays returned are copies: updating the torch model in place afterwards leaves them
+    unchanged.
     """
     op = "load_torch_resnet"
     if not isinstance(strict, bool):
@@ -316,7 +360,7 @@ def load_torch_resnet(
     expected = _flatten(jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, train=False)))
 
     loaded: dict[tuple[str, ...], np.ndarray] = {}
-    unknown, mismatched, mismatched_paths = [], [], set()
+    unknown, mismatched, reported_paths, refused = [], [], set(), []
     for name, array in sd.items():
         target = _target(name)
         if target is not None and target[0] == "num_batches_tracked":
@@ -327,6 +371,15 @@ def load_torch_resnet(
             continue
         collection, leaf, value = converted
         path = (collection, *target[1], leaf)
+        if not np.issubdtype(array.dtype, np.floating):
+            refused.append(f"{name}: dtype {array.dtype}, expected a floating dtype")
+            reported_paths.add(path)
+            continue
+        if not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            refused.append(f"{name}: {bad} non-finite value(s) (NaN or Inf) of {array.size}")
+            reported_paths.add(path)
+            continue
         if path not in expected:
             unknown.append(f"{name} {tuple(array.shape)} (model has no {'/'.join(path)})")
             continue
@@ -336,26 +389,31 @@ def load_torch_resnet(
                 f"{name}: checkpoint {tuple(array.shape)} -> {tuple(value.shape)}, model "
                 f"{'/'.join(path)} {tuple(want.shape)}"
             )
-            mismatched_paths.add(path)
+            reported_paths.add(path)
             continue
         loaded[path] = value
     missing = [
         "/".join(p) + f" {tuple(v.shape)}"
         for p, v in expected.items()
-        if p not in loaded and p not in mismatched_paths
+        if p not in loaded and p not in reported_paths
     ]
     problems = [
+        (f"{len(refused)} tensor(s) refused", refused),
         (f"{len(unknown)} unknown key(s)", unknown),
         (f"{len(missing)} missing variable(s)", missing),
         (f"{len(mismatched)} shape mismatch(es)", mismatched),
     ]
-    if strict and (unknown or missing or mismatched):
+    # Wrong dtypes and non-finite weights are refused even when strict=False: loaded, they would
+    # be cast silently (int, bool, the real part of complex) or poison every output.
+    if refused or (strict and (unknown or missing or mismatched)):
         depth = _depth_name(model)
         lines = [f"{op}: the state dict does not match {depth}:"]
         for title, items in problems:
             if items:
                 lines.append(f"  {title}:")
-                lines.extend(f"    {item}" for item in items)
+                lines.extend(f"    {item}" for item in items[:_MAX_LISTED])
+                if len(items) > _MAX_LISTED:
+                    lines.append(f"    ... and {len(items) - _MAX_LISTED} more")
         raise ValueError("\n".join(lines))
 
     out = {path: jnp.asarray(value, dtype=expected[path].dtype) for path, value in loaded.items()}

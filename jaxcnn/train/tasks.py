@@ -208,9 +208,11 @@ class ClassificationTask(Task):
             "count": jnp.sum(w),
         }
         if self.with_confusion:
-            # Padding rows get label -1, which confusion_matrix leaves out.
+            # Padding rows get label -1, which ignore_index=-1 leaves out.
             labels = jnp.where(w > 0, batch["label"], -jnp.ones_like(batch["label"]))
-            stats["confusion"] = confusion_matrix(pred, labels, self.num_classes).astype(jnp.float32)
+            stats["confusion"] = confusion_matrix(
+                pred, labels, self.num_classes, ignore_index=-1
+            ).astype(jnp.float32)
         return stats
 
     def metrics(self, statistics):
@@ -275,7 +277,7 @@ class SegmentationTask(Task):
             "loss_sum": _weighted_cross_entropy(outputs, batch["label"], w),
             "count": jnp.sum(w),
             # Labels -1 (padding, ignored pixels) are left out of the counts.
-            "confusion": confusion_matrix(pred, labels, self.num_classes).astype(jnp.float32),
+            "confusion": confusion_matrix(pred, labels, self.num_classes, ignore_index=-1).astype(jnp.float32),
         }
 
     def metrics(self, statistics):

@@ -235,3 +235,114 @@ def test_download_from_local_mirror(tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match=r"could not fetch \S+-idx\d-ubyte.gz:\n.*bad/.* has md5"):
         idx_module.download_idx("mnist", tmp_path / "out2")
     assert not list((tmp_path / "out2" / "mnist").iterdir())
+
+
+# ----------------------------------------------------------------------------- issue 22: splits, headers
+
+
+def test_percent_split_counts_the_files_examples(tmp_path, monkeypatch):
+    """``train[:50%]`` of a 192-example file is its first 96 examples (not min(30,000, 192))."""
+    monkeypatch.delenv("JAXCNN_DATA_DIR", raising=False)
+    monkeypatch.setattr(idx_module, "DEFAULT_CACHE_DIR", tmp_path / "no_cache")
+    folder = _mnist_like(tmp_path / "mnist", n=192)
+    labels = read_idx(folder / "train-labels-idx1-ubyte.gz")
+    half = load("mnist", "train[:50%]", data_dir=tmp_path, verify="off")
+    assert len(half) == 96
+    np.testing.assert_array_equal(half.labels, labels[:96])
+    tail = load("mnist", "train[-25%:]", data_dir=tmp_path, verify="off")
+    np.testing.assert_array_equal(tail.labels, labels[144:])
+    assert len(load("mnist", "test[10%:20%]", data_dir=tmp_path, verify="off")) == 19  # 191 * 10% -> 19
+
+
+def test_damaged_header_sizes_are_named_not_a_numpy_error(tmp_path):
+    # Four sizes of 2**16: their product is 2**64, which wraps to 0 in int64 and matched the
+    # empty payload; NumPy then failed to reshape, without naming the file.
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 4]) + np.full(4, 2**16, ">u4").tobytes())
+    with pytest.raises(IdxFormatError, match=r"train-images-idx3-ubyte is truncated: shape \(65536, 65536, "
+                       r"65536, 65536\) of uint8 needs 18446744073709551616 data bytes"):
+        read_idx(path)
+    # ndim 255 (the most a header byte can say): more dimensions than any array can have.
+    path.write_bytes(bytes([0, 0, 8, 255]) + np.ones(255, ">u4").tobytes() + b"\x07")
+    with pytest.raises(IdxFormatError, match=r"train-images-idx3-ubyte has a damaged header: it declares "
+                       r"255 dimensions \(sizes \(1, 1, 1, 1, 1, 1, 1, 1, \.\.\. 247 more\)\)"):
+        read_idx(path)
+
+
+# ----------------------------------------------------------------------------- issue 22: published checksums
+
+
+@pytest.fixture
+def checksum_cache(tmp_path, monkeypatch):
+    """An empty digest cache (in memory and on disk) under tmp_path; no other MNIST folder."""
+    monkeypatch.delenv("JAXCNN_DATA_DIR", raising=False)
+    monkeypatch.setattr(idx_module, "DEFAULT_CACHE_DIR", tmp_path / "cache" / "datasets")
+    monkeypatch.setattr(idx_module, "_DIGESTS", {})
+    return tmp_path / "cache" / "checksums.json"
+
+
+def _copy_split(source_folder, target_folder, prefix="t10k"):
+    target_folder.mkdir(parents=True)
+    for kind in ("images-idx3", "labels-idx1"):
+        name = f"{prefix}-{kind}-ubyte.gz"
+        (target_folder / name).write_bytes((source_folder / name).read_bytes())
+    return target_folder
+
+
+def test_published_files_load_silently_and_digests_are_cached(data_dir, tmp_path, checksum_cache, monkeypatch):
+    import json
+    import warnings
+
+    from pathlib import Path
+
+    folder = _copy_split(Path(data_dir) / "mnist", tmp_path / "d" / "mnist")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Re-gzipped official files: their content MD5s match.
+        assert len(load("mnist", "test", data_dir=tmp_path / "d", verify="error")) == 10_000
+    entries = json.loads(checksum_cache.read_text())
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    key = next(k for k in entries if k.startswith(str(images.resolve()) + "|"))
+    assert entries[key][1] == MNIST_MD5["t10k-images-idx3-ubyte"]  # From the shared README, not the code.
+    # A new process (empty memory) reads the cache file and hashes nothing.
+    monkeypatch.setattr(idx_module, "_DIGESTS", {})
+    monkeypatch.setattr(idx_module.hashlib, "md5", None)
+    load("mnist", "test", data_dir=tmp_path / "d", verify="error")
+    # A changed file (new mtime and size) is hashed again, and now differs.
+    monkeypatch.undo()
+    monkeypatch.delenv("JAXCNN_DATA_DIR", raising=False)
+    monkeypatch.setattr(idx_module, "DEFAULT_CACHE_DIR", tmp_path / "cache" / "datasets")
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", read_idx(folder / "t10k-labels-idx1-ubyte.gz")[::-1].copy())
+    with pytest.raises(ChecksumError, match=r"t10k-labels-idx1-ubyte.gz \(md5 [0-9a-f]{32}\)"):
+        load("mnist", "test", data_dir=tmp_path / "d", verify="error")
+
+
+def test_fashion_mnist_files_loaded_as_mnist_are_detected(data_dir, tmp_path, checksum_cache):
+    from pathlib import Path
+
+    from jaxcnn.data import DatasetChecksumWarning
+
+    _copy_split(Path(data_dir) / "fashion_mnist", tmp_path / "d" / "mnist")
+    with pytest.warns(DatasetChecksumWarning, match=r"2 file\(s\) differ from the published mnist files"):
+        load("mnist", "test", data_dir=tmp_path / "d")
+    with pytest.raises(ChecksumError, match=r"t10k-images-idx3-ubyte.gz \(md5"):
+        load("mnist", "test", data_dir=tmp_path / "d", verify="error")
+    # The other way round the MNIST files are recognised by their published digests: refused.
+    _copy_split(Path(data_dir) / "mnist", tmp_path / "e" / "fashion_mnist")
+    with pytest.raises(ChecksumError, match=r"t10k-images-idx3-ubyte.gz is the published mnist file, "
+                       r"not fashion_mnist's"):
+        load("fashion_mnist", "test", data_dir=tmp_path / "e")
+
+
+def test_synthetic_files_warn_by_default_and_load_silently_with_verify_off(tmp_path, checksum_cache):
+    import warnings
+
+    from jaxcnn.data import DatasetChecksumWarning
+
+    _mnist_like(tmp_path / "mnist", n=6)
+    with pytest.warns(DatasetChecksumWarning, match="verify='off'"):
+        assert len(load("mnist", "train", data_dir=tmp_path)) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load("mnist_rotation", "train", data_dir=tmp_path, verify="off")) == 6
+    with pytest.raises(ValueError, match="verify='no'"):
+        load("mnist", "train", data_dir=tmp_path, verify="no")

@@ -110,9 +110,37 @@ def test_cross_entropy_all_ignored_is_nan_and_bad_label_is_nan():
     assert np.isnan(F.cross_entropy(_t(logits), _t(labels)).item())
     assert np.isnan(cross_entropy(logits, labels, ignore_index=-100))
     assert float(cross_entropy(logits, labels, ignore_index=-100, reduction="sum")) == 0.0
-    # Out-of-range labels cannot be checked under jit; PyTorch raises, here the loss is NaN.
+    # Out-of-range labels cannot be checked under jit (traced); there the loss is NaN.
     assert np.isnan(jax.jit(cross_entropy)(logits, np.array([0, 4, 1])))
-    assert np.isnan(cross_entropy(logits, np.array([0, -1, 1])))
+    assert np.isnan(jax.jit(cross_entropy)(logits, np.array([0, -1, 1])))
+
+
+@pytest.mark.parametrize("labels, position, value", [([0, 4, 1], 1, 4), ([0, 1, -1], 2, -1)])
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_concrete_out_of_range_label_raises_like_torch(loss, labels, position, value):
+    logits = _randn(3, 4)
+    with pytest.raises((IndexError, RuntimeError)):  # PyTorch refuses these labels too.
+        getattr(F, loss)(_t(logits), _t(np.array(labels)))
+    ours = cross_entropy if loss == "cross_entropy" else nll_loss
+    with pytest.raises(ValueError, match=rf"{loss}: labels\[{position}\] = {value} is outside \[0, 4\)"):
+        ours(logits, np.array(labels))
+    with pytest.raises(ValueError, match=rf"labels\[{position}\] = {value} .* and is not ignore_index=-100"):
+        ours(logits, np.array(labels), ignore_index=-100)
+
+
+def test_ignore_index_semantics_match_torch_for_any_value():
+    """ignore_index may lie outside [0, K) (-100, 255, -1) or inside it, as in PyTorch."""
+    logits = _randn(2, 5, 3, 3)
+    labels = RNG.integers(0, 5, size=(2, 3, 3))
+    for ignore in (-100, 255, -1, 2):
+        masked = labels.copy()
+        masked[0, 1, :] = ignore
+        for reduction in ("mean", "sum", "none"):
+            expected = F.cross_entropy(_t(logits), _t(masked), ignore_index=ignore, reduction=reduction)
+            _close(cross_entropy(logits, masked, ignore_index=ignore, reduction=reduction, layout="NCHW"), expected)
+    masked[1, 2, 2] = 7  # Out of range and not the ignored value: position (1, 2, 2) named.
+    with pytest.raises(ValueError, match=r"labels\[1, 2, 2\] = 7 is outside \[0, 5\) and is not ignore_index=2"):
+        cross_entropy(logits, masked, ignore_index=2, layout="NCHW")
 
 
 def test_cross_entropy_check_grads_and_grad_matches_torch():

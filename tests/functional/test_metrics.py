@@ -91,10 +91,14 @@ def test_confusion_matrix_matches_loop_with_void_and_ignore():
     pred = RNG.integers(0, 5, size=(3, 6, 7))
     true = RNG.integers(0, 5, size=(3, 6, 7))
     true[0, :2] = 255  # void, out of range
+    np.testing.assert_array_equal(confusion_matrix(pred, true, 5, ignore_index=255),
+                                  _confusion_loop(pred, true, 5, ignore=255))
+    true[0, :2] = 3
+    np.testing.assert_array_equal(confusion_matrix(pred, true, 5, ignore_index=3), _confusion_loop(pred, true, 5, ignore=3))
+    # Traced values cannot be checked: under jit, out-of-range positions are not counted.
+    true[0, :2] = 255
     true[1, 0] = -1
     pred[2, 0, :3] = 9
-    np.testing.assert_array_equal(confusion_matrix(pred, true, 5), _confusion_loop(pred, true, 5))
-    np.testing.assert_array_equal(confusion_matrix(pred, true, 5, ignore_index=3), _confusion_loop(pred, true, 5, ignore=3))
     jitted = jax.jit(confusion_matrix, static_argnums=2)(pred, true, 5)
     np.testing.assert_array_equal(jitted, _confusion_loop(pred, true, 5))
     per_example = jax.vmap(lambda p, t: confusion_matrix(p, t, 5))(pred, true)
@@ -130,7 +134,21 @@ def test_iou_hand_computed_absent_class_is_nan_and_excluded_from_mean():
     np.testing.assert_allclose(mean_iou(pred, true, 3), (0.5 + 2 / 3) / 2, rtol=1e-6)
     # A class only predicted (never labelled) is present: IoU 0, counted in the mean.
     np.testing.assert_allclose(iou(jnp.array([2, 1]), jnp.array([1, 1]), 3), [np.nan, 0.5, 0.0], rtol=1e-6)
-    assert np.isnan(mean_iou(jnp.array([0]), jnp.array([255]), 2))
+    assert np.isnan(mean_iou(jnp.array([0]), jnp.array([255]), 2, ignore_index=255))
+
+
+def test_confusion_matrix_refuses_concrete_out_of_range_values():
+    """A label of 10 for 10 classes, or -1 that is not ignore_index, was silently dropped."""
+    pred = np.zeros((2, 3), np.int32)
+    true = np.array([[0, 1, 2], [3, 10, 4]])
+    with pytest.raises(ValueError, match=r"confusion_matrix: labels\[1, 1\] = 10 is outside \[0, 10\)"):
+        confusion_matrix(pred, true, 10)
+    true[1, 1] = -1
+    with pytest.raises(ValueError, match=r"labels\[1, 1\] = -1 is outside \[0, 10\) and is not ignore_index=255"):
+        mean_iou(pred, true, 10, ignore_index=255)
+    pred[0, 2] = 12
+    with pytest.raises(ValueError, match=r"predictions\[0, 2\] = 12 is outside \[0, 10\)"):
+        confusion_matrix(pred, true, 10, ignore_index=-1)
 
 
 def test_iou_matches_loop_and_accumulates_over_batches():
@@ -141,6 +159,6 @@ def test_iou_matches_loop_and_accumulates_over_batches():
     np.testing.assert_allclose(iou(pred, true, 5, ignore_index=255), expected, rtol=1e-6)
     np.testing.assert_allclose(mean_iou(pred, true, 5, ignore_index=255), np.nanmean(expected), rtol=1e-6)
     # The data-set IoU comes from summed confusion matrices, not averaged batch IoUs.
-    total = sum(confusion_matrix(pred[i], true[i], 5) for i in range(4))
+    total = sum(confusion_matrix(pred[i], true[i], 5, ignore_index=255) for i in range(4))
     np.testing.assert_allclose(iou_from_confusion_matrix(total), expected, rtol=1e-6)
     np.testing.assert_allclose(jax.jit(mean_iou, static_argnums=2)(pred, true, 5), np.nanmean(_iou_loop(pred, true, 5)), rtol=1e-6)

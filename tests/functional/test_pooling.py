@@ -630,3 +630,36 @@ def test_jit_vmap_bfloat16(name):
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity with PyTorch where its sample inputs found gaps
+
+
+@pytest.mark.parametrize("n, layout", [(1, "NCHW"), (2, "NCHW"), (2, "NHWC"), (3, "NCHW")])
+def test_max_unpool_gradient_with_repeated_indices_matches_torch(n, layout):
+    """Window 3, stride 2: neighbouring windows share a maximum, so indices repeat. PyTorch's
+    input gradient gathers grad_out at each index: every duplicate receives it."""
+    spatial = {1: (9,), 2: (7, 6), 3: (5, 5, 5)}[n]
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 4, size=(2, 3) + spatial).astype(np.float32)  # ties make repeats likely
+    pooled, idx = TORCH_MAX[n](torch.from_numpy(x), 3, stride=2, return_indices=True)
+    flat = idx.reshape(6, -1).numpy()
+    assert any(len(np.unique(r)) < len(r) for r in flat)  # the case under test occurs
+    out_size = tuple((s - 3) // 2 * 2 + 3 for s in spatial)
+    grad_out = rng.standard_normal((2, 3) + out_size).astype(np.float32)
+    values = pooled.detach().clone().requires_grad_(True)
+    TORCH_UNPOOL[n](values, idx, 3, stride=2, output_size=out_size).backward(torch.from_numpy(grad_out))
+    expected = values.grad.numpy()
+
+    def to_layout(a):
+        return a if layout == "NCHW" else np.moveaxis(a, 1, -1)
+
+    def unpool(v):
+        return max_unpool(v, to_layout(idx.numpy()), 3, 2, output_size=out_size, layout=layout)
+
+    _, vjp = jax.vjp(unpool, jnp.asarray(to_layout(pooled.detach().numpy())))
+    (got,) = vjp(jnp.asarray(to_layout(grad_out)))
+    np.testing.assert_allclose(np.asarray(got), to_layout(expected), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(jax.jit(unpool)(to_layout(pooled.detach().numpy()))),
+                                  to_layout(TORCH_UNPOOL[n](pooled, idx, 3, stride=2, output_size=out_size).numpy()))

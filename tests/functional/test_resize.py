@@ -194,7 +194,7 @@ X4 = np.zeros((1, 4, 4, 1), np.float32)
             r"upsample: x must have rank 3 or 4 or 5.*\(4, 4\)",
         ),
         (lambda: upsample(X4, 2, layout="CHWN"), ValueError, r"unknown layout='CHWN'"),
-        (lambda: upsample(X4, 2, method="bicubic"), ValueError, r"unknown method='bicubic'"),
+        (lambda: upsample(X4, 2, method="lanczos"), ValueError, r"unknown method='lanczos'"),
         (
             lambda: upsample(X4, 2, method="trilinear"),
             ValueError,
@@ -230,3 +230,57 @@ X4 = np.zeros((1, 4, 4, 1), np.float32)
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- bicubic
+
+
+# (input H x W, size or None, scale_factor or None, recompute_scale_factor)
+BICUBIC_GRID = [
+    ((4, 5), None, 2, False),
+    ((4, 5), None, 1.7, False),
+    ((7, 6), None, 0.6, False),  # down: the source positions fall between and beyond cells
+    ((7, 6), None, (0.5, 2.5), False),
+    ((4, 5), (9, 11), None, False),
+    ((6, 5), (3, 2), None, False),
+    ((1, 4), (3, 7), None, False),  # a single row: every tap clamps to it
+    ((5, 5), (5, 5), None, False),
+    ((5, 4), None, 1.3, True),
+]
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_bicubic_matches_torch(align_corners):
+    for spatial, size, scale_factor, recompute in BICUBIC_GRID:
+        x = _random((2, 3) + spatial, seed=3)
+        kwargs = dict(size=size, scale_factor=scale_factor, align_corners=align_corners)
+        want = F.interpolate(torch.from_numpy(x), mode="bicubic", recompute_scale_factor=recompute or None, **kwargs)
+        got = upsample(x, method="bicubic", recompute_scale_factor=recompute, layout="NCHW", **kwargs)
+        assert got.shape == want.shape, (spatial, kwargs)
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-5, atol=1e-5, err_msg=str((spatial, kwargs)))
+
+
+@pytest.mark.parametrize("spatial, size, scale_factor, align_corners",
+                         [((4, 5), None, 1.7, False), ((7, 6), (3, 8), None, True)])
+def test_bicubic_gradient_and_nhwc_match_torch(spatial, size, scale_factor, align_corners):
+    x = _random((2, 3) + spatial, seed=3)
+    kwargs = dict(size=size, scale_factor=scale_factor, align_corners=align_corners)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    want = F.interpolate(xt, mode="bicubic", **kwargs)
+    got_nhwc = upsample(np.moveaxis(x, 1, -1), method="bicubic", **kwargs)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(got_nhwc), -1, 1), want.detach().numpy(), rtol=1e-5, atol=1e-5)
+    cotangent = _random(tuple(want.shape), seed=4)
+    want.backward(torch.from_numpy(cotangent))
+    _, vjp = jax.vjp(lambda v: upsample(v, method="bicubic", layout="NCHW", **kwargs), jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(cotangent))[0]), xt.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_bicubic_hand_computed_and_rank_checked():
+    # A step 0, 0, 1, 1 doubled without align_corners: output cell 3 sits at source 1.25, so
+    # t = 0.25 and taps 0, 1, 2, 3 weigh (-0.10546875, 0.87890625, 0.26171875, -0.03515625)
+    # (Keys' kernel with A = -0.75 at distances 1.25, 0.25, 0.75, 1.75).
+    x = np.array([0.0, 0.0, 1.0, 1.0], np.float32).reshape(1, 1, 1, 4)
+    y = upsample(x, size=(1, 8), method="bicubic", layout="NCHW")
+    np.testing.assert_allclose(float(y[0, 0, 0, 3]), 0.26171875 - 0.03515625, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"method='bicubic' is for 2 spatial dimension\(s\)"):
+        upsample(np.zeros((1, 4, 3), np.float32), 2, method="bicubic")

@@ -154,3 +154,24 @@ def test_unet_and_fcn_bad_input():
         UNet(3, decoder="bicubic").init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
     with pytest.raises(ValueError, match=r"variant must be '32s', '16s' or '8s'"):
         FCN(3, variant="4s").init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+
+
+def test_resnet_variants_document_themselves_and_build_what_resnet_builds():
+    import pydoc
+
+    from flax import serialization
+
+    from jaxcnn.models import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50, ResNet152
+
+    text = pydoc.render_doc(ResNet18, renderer=pydoc.plaintext)
+    assert "ResNet-18" in text and "partial(func" not in text
+    assert "Bottlenecks, stages (3, 8, 36, 3)" in ResNet152.__doc__
+    small = ResNet18(num_classes=10, small_input=True, width=4)
+    plain = ResNet(stage_sizes=(2, 2, 2, 2), block=BasicBlock, num_classes=10, small_input=True, width=4)
+    assert isinstance(small, ResNet) and ResNet50().block is Bottleneck
+    x = jnp.ones((1, 16, 16, 3))
+    variables = small.init(jax.random.key(0), x)
+    reference = plain.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, reference)
+    restored = serialization.from_bytes(reference, serialization.to_bytes(variables))
+    np.testing.assert_array_equal(small.apply(restored, x), plain.apply(reference, x))

@@ -290,7 +290,8 @@ def test_unknown_missing_and_mismatched_keys_are_all_listed(resnet18_files):
 
 
 def test_wrong_depth_lists_the_extra_blocks(resnet18_files):
-    with pytest.raises(ValueError, match=r"(?s)missing variable.*params/layer1_2/conv1/kernel"):
+    # The listing is capped at 20 entries per kind: the batch statistics of the extra blocks come first.
+    with pytest.raises(ValueError, match=r"(?s)missing variable.*batch_stats/layer1_2/bn1/mean.*\.\.\. and \d+ more"):
         load_torch_resnet(resnet18_files[1], 34)
 
 
@@ -331,3 +332,87 @@ def test_argument_errors(tmp_path):
         load_torch_resnet(sd, ResNet18(num_classes=10), num_classes=5)
     with pytest.raises(TypeError, match="strict"):
         load_torch_resnet(sd, 18, strict="yes")
+
+
+# ------------------------------------------------------------- issue 22: copies, dtypes, bounds
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    torch.manual_seed(1)
+    return TorchResNet(BasicBlock, [1, 1, 1, 1], num_classes=3, width=4, small_input=True).eval()
+
+
+def test_loaded_arrays_share_no_memory_with_torch(tiny_net):
+    net = TorchResNet(BasicBlock, [1, 1, 1, 1], num_classes=3, width=4, small_input=True)
+    net.load_state_dict(tiny_net.state_dict())
+    variables = load_torch_resnet(net.state_dict())
+    before = np.array(variables["params"]["fc"]["bias"])
+    conv_before = np.array(variables["params"]["layer1_0"]["conv1"]["kernel"])
+    with torch.no_grad():
+        net.fc.bias.add_(1.0)
+        net.layer1[0].conv1.weight.mul_(2.0)
+    np.testing.assert_array_equal(np.asarray(variables["params"]["fc"]["bias"]), before)
+    np.testing.assert_array_equal(np.asarray(variables["params"]["layer1_0"]["conv1"]["kernel"]), conv_before)
+    # NumPy sources too: the caller's arrays stay the caller's.
+    sd = {k: v.numpy().copy() for k, v in tiny_net.state_dict().items()}
+    variables = load_torch_resnet(sd)
+    before = sd["fc.bias"].copy()
+    sd["fc.bias"] += 1.0
+    np.testing.assert_array_equal(np.asarray(variables["params"]["fc"]["bias"]), before)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+@pytest.mark.parametrize("strict", [True, False])
+def test_non_floating_tensors_are_refused_with_their_key(tiny_net, dtype, strict):
+    sd = dict(tiny_net.state_dict())
+    sd["layer2.0.bn1.weight"] = torch.ones(8, dtype=dtype)
+    with pytest.raises(ValueError, match=rf"layer2\.0\.bn1\.weight: dtype {str(dtype)[6:]}.*, expected a floating"):
+        load_torch_resnet(sd, strict=strict)
+
+
+def test_non_finite_weights_are_refused_with_their_key(tiny_net):
+    sd = dict(tiny_net.state_dict())
+    weight = sd["layer3.0.conv2.weight"].clone()
+    weight[0, 0, 0, 0] = float("nan")
+    weight[1, 0, 0, 0] = float("inf")
+    sd["layer3.0.conv2.weight"] = weight
+    with pytest.raises(ValueError, match=r"layer3\.0\.conv2\.weight: 2 non-finite value\(s\) \(NaN or Inf\) of 2304"):
+        load_torch_resnet(sd, strict=False)
+
+
+def test_truncated_safetensors_file_is_named(tiny_net, tmp_path):
+    path = tmp_path / "cut.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_net.state_dict().items()}, str(path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"could not read '.*cut\.safetensors' as a safetensors file; it is truncated"):
+        load_torch_resnet(path)
+
+
+def test_depth_is_bounded_before_anything_is_built(tiny_net, monkeypatch):
+    import time
+
+    from jaxcnn.models import torch_import
+
+    sd = dict(tiny_net.state_dict())
+    sd["layer1.2000.conv1.weight"] = torch.zeros(4, 4, 3, 3)
+    traced = []
+    monkeypatch.setattr(torch_import.jax, "eval_shape", lambda *a, **k: traced.append(a))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"2001 blocks in layer1 \(key 'layer1\.2000\.conv1\.weight'\); .* at most 3"):
+        load_torch_resnet(sd)
+    assert not traced and time.perf_counter() - start < 2.0
+    sd = dict(tiny_net.state_dict())
+    sd["layer5.0.conv1.weight"] = torch.zeros(4, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"5 stages .* have 4"):
+        infer_torch_resnet(sd)
+
+
+def test_error_listing_is_capped(tiny_net):
+    sd = dict(tiny_net.state_dict())
+    sd.update({f"extra{i}.weight": torch.zeros(2) for i in range(500)})
+    with pytest.raises(ValueError) as info:
+        load_torch_resnet(sd)
+    text = str(info.value)
+    assert "500 unknown key(s)" in text and "... and 480 more" in text
+    assert "extra19.weight" in text and "extra20.weight" not in text and len(text.splitlines()) < 30

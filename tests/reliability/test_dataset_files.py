@@ -76,6 +76,15 @@ def _damage(case: str, folder: Path) -> tuple[Path, str]:
         return path, "does not start with an IDX magic number"
     if case == "header size flipped":
         return _flip(_raw(folder, IMAGES), 7), "is (truncated|longer than its header says)"
+    if case == "header sizes overflowing":
+        # Four sizes of 2**16 multiply to 2**64, which wraps to 0 in int64: an empty payload "fits".
+        path = _raw(folder, IMAGES)
+        path.write_bytes(bytes([0, 0, 8, 4]) + np.full(4, 2**16, ">u4").tobytes())
+        return path, r"is truncated: shape \(65536, 65536, 65536, 65536\)"
+    if case == "header declares 255 dimensions":
+        path = _raw(folder, LABELS)
+        path.write_bytes(bytes([0, 0, 8, 255]) + np.ones(255, ">u4").tobytes() + b"\x01")
+        return path, "has a damaged header: it declares 255 dimensions"
     if case == "truncated header":
         return _truncate(_raw(folder, IMAGES), 9), "truncated header"
     if case == "label out of range":
@@ -105,7 +114,8 @@ def _damage(case: str, folder: Path) -> tuple[Path, str]:
 CASES = [
     "gzip cut short", "byte flipped inside the gzip stream", "gzip CRC trailer damaged", "empty file",
     "raw file truncated", "raw file with trailing garbage", "bad magic number", "unknown type code",
-    "header size flipped", "truncated header", "label out of range", "fewer labels than images",
+    "header size flipped", "header sizes overflowing", "header declares 255 dimensions", "truncated header",
+    "label out of range", "fewer labels than images",
     "images and labels files swapped", "labels file missing",
 ]
 
@@ -147,3 +157,31 @@ def test_intact_synthetic_data_loads(tmp_path, isolated):
     train = load("mnist", "train", data_dir=folder)
     assert train[0]["image"].shape == (16, 16, 1) and train.info.num_classes == 10
     assert np.asarray([train[i]["label"] for i in range(10)]).tolist() == list(range(10))
+
+
+def test_another_datasets_files_are_detected(tmp_path, isolated, data_dir):
+    """Fashion-MNIST files in an ``mnist`` folder warn (refused with verify='error'); MNIST's
+    published files in a ``fashion_mnist`` folder are recognised and refused."""
+    import warnings
+
+    from jaxcnn.data import ChecksumError, DatasetChecksumWarning
+
+    for source, target in (("fashion_mnist", "mnist"), ("mnist", "fashion_mnist")):
+        folder = tmp_path / f"{source}_as_{target}" / target
+        folder.mkdir(parents=True)
+        for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            (folder / f"{stem}.gz").write_bytes((Path(data_dir) / source / f"{stem}.gz").read_bytes())
+    with pytest.warns(DatasetChecksumWarning, match="differ from the published mnist files"):
+        load("mnist", "test", data_dir=tmp_path / "fashion_mnist_as_mnist")
+    with pytest.raises(ChecksumError, match="differ from the published mnist files") as strict:
+        load("mnist", "test", data_dir=tmp_path / "fashion_mnist_as_mnist", verify="error")
+    with warnings.catch_warnings(), pytest.raises(ChecksumError, match="is the published mnist file") as swapped:
+        warnings.simplefilter("error")
+        load("fashion_mnist", "test", data_dir=tmp_path / "mnist_as_fashion_mnist")
+    record(
+        "another dataset's files under the requested name (published MD5s checked)",
+        trials=3,
+        detail=f"Fashion-MNIST as MNIST: DatasetChecksumWarning, with verify='error' ChecksumError "
+               f"({str(strict.value)[:120]}...); MNIST as Fashion-MNIST: {str(swapped.value)[:160]}",
+        test="tests/reliability/test_dataset_files.py",
+    )
