@@ -24,6 +24,7 @@ the checkpoints still intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax.traverse_util import flatten_dict
 
 from jaxcnn.train.builders import (
     build_model,
@@ -48,13 +48,15 @@ from jaxcnn.train.builders import (
     make_task_for,
 )
 from jaxcnn.train.checkpoint import Checkpointer, drop_matching, load_params, merge_matching
-from jaxcnn.train.config import default_config, validate_config
+from jaxcnn.train.config import validate_config
 from jaxcnn.train.evaluation import evaluate, plot_predicted_masks
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import make_optimizer
 from jaxcnn.train.parallel import DataParallel
+from jaxcnn.train.resume_checks import RESUMABLE_CHANGES, check_resume_config, restore_config_json  # noqa: F401
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.steps import make_eval_step, make_train_step
+from jaxcnn.train.workdir_lock import WorkdirLock
 
 # Per-step train metrics that are averaged over a logging window (the rest are not logged).
 _LOGGED = ("loss", "accuracy", "mean_iou", "mse", "mae", "grad_norm", "learning_rate")
@@ -179,48 +181,11 @@ def train_and_evaluate(
       ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`check_resume_config`).
     """
     # SIGTERM/SIGINT from here on (data loading, compilation included) stop at the next step.
-    with _StopSignal() as stop:
+    # One writer per workdir (process 0 writes for all); see jaxcnn.train.workdir_lock.
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with _StopSignal() as stop, lock:
         return _train_and_evaluate(
             config, workdir, stop, train_source=train_source, eval_source=eval_source, model=model
-        )
-
-
-# Fields a resumed run may change: where files come from and how the run is shown or placed,
-# never what a step computes (restoring onto another device count is supported).
-RESUMABLE_CHANGES = (
-    "progress_bar", "tensorboard", "plots", "parallel", "num_devices", "xla_options", "checkpoint.async_save",
-    "checkpoint.keep", "dataset.data_dir", "dataset.download", "dataset.source", "dataset.worker_count",
-)
-
-
-def check_resume_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
-    """Raises ``ValueError`` when ``workdir`` holds checkpoints of a run whose ``config.json``
-    differs from ``config`` in a field other than :data:`RESUMABLE_CHANGES` (a resume would mix
-    two runs); the message lists each differing field with both values."""
-    workdir = os.fspath(workdir)
-    saved_path = os.path.join(workdir, "config.json")
-    checkpoints = os.path.join(workdir, "checkpoints")
-    if not os.path.isfile(saved_path) or not os.path.isdir(checkpoints):
-        return
-    if not any(name.isdigit() for name in os.listdir(checkpoints)):
-        return  # killed before its first checkpoint: the run starts afresh
-    with open(saved_path) as f:
-        saved = flatten_dict(json.load(f), sep=".")
-    now = flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
-    # A field the saved config predates (or this one lacks) counts with its default value.
-    defaults = flatten_dict(json.loads(default_config().to_json_best_effort()), sep=".")
-
-    def value(fields: dict[str, Any], key: str) -> Any:
-        return fields.get(key, defaults.get(key, "(absent)"))
-
-    differ = sorted(k for k in set(saved) | set(now)
-                    if value(saved, k) != value(now, k) and k not in RESUMABLE_CHANGES)
-    if differ:
-        details = ", ".join(f"{k}: {value(saved, k)!r} there, {value(now, k)!r} now" for k in differ)
-        raise ValueError(
-            f"workdir {workdir!r} holds checkpoints of a run with another config, so this run cannot resume "
-            f"it ({details}). Rerun with that run's config (its config.json), or start a new --workdir "
-            f"(config.init_from_checkpoint can take the params of this one)."
         )
 
 
@@ -314,6 +279,8 @@ def _train_and_evaluate(
             train_iter.set_state(restored.data_state["iterator"])
             window = dict(restored.data_state.get("train_window", {}))
         writer.truncate_after(start_step)
+        if primary:
+            restore_config_json(workdir)
         print(f"Resuming from the checkpoint of step {start_step} in {checkpointer.directory}", flush=True)
         for skipped_step, problem in restored.skipped:
             print(f"Skipped the newer checkpoint of step {skipped_step}: {problem}", flush=True)
