@@ -151,6 +151,21 @@ def _quiet_failed_reads():
         raise
 
 
+class _DropReadOnlyNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Given directory is read only")
+
+
+_READ_ONLY_NOTICE_FILTER = _DropReadOnlyNotice()
+
+
+def _quiet_read_only_notice() -> None:
+    """Drops orbax's warning that a read-only manager's folder is read only: reading is all we asked for."""
+    absl_logger = logging.getLogger("absl")
+    if _READ_ONLY_NOTICE_FILTER not in absl_logger.filters:
+        absl_logger.addFilter(_READ_ONLY_NOTICE_FILTER)
+
+
 def _errno_of(err: BaseException) -> int | None:
     """The OS error number of ``err`` or its causes (orbax wraps tensorstore's in ValueError)."""
     seen = set()
@@ -236,6 +251,8 @@ class Checkpointer:
                     keep_checkpoints_without_metrics=False,
                 )
             )
+        if read_only:
+            _quiet_read_only_notice()
         options = ocp.CheckpointManagerOptions(
             # best_fn alongside the policy makes orbax persist the metrics and answer best_step().
             best_fn=best_fn,

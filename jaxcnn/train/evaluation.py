@@ -18,6 +18,7 @@ from jaxcnn.train.builders import (
     make_preprocessing,
     make_task_for,
 )
+from jaxcnn.train.config_checks import check_data_dir
 from jaxcnn.train.checkpoint import CheckpointRemovedError, Checkpointer
 from jaxcnn.train.parallel import DataParallel
 from jaxcnn.train.resume_checks import read_config_json
@@ -40,7 +41,8 @@ def evaluate(
 
 
 def evaluate_workdir(
-    workdir: str | os.PathLike, *, checkpoint: str = "best", eval_source: Any = None
+    workdir: str | os.PathLike, *, checkpoint: str = "best", eval_source: Any = None,
+    dataset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluates a ``train_and_evaluate`` workdir's checkpoint on its evaluation split.
 
@@ -50,6 +52,8 @@ def evaluate_workdir(
       checkpoint: ``"best"`` (by ``checkpoint.best_metric``; the latest when none was ranked)
         or ``"latest"``.
       eval_source: a source to evaluate on instead of ``config.dataset.eval_split``.
+      dataset: fields of the run's ``config.dataset`` to replace (``{"eval_split": "train[:1000]",
+        "data_dir": "/data"}``): evaluate a finished run on other data or on another machine.
 
     Returns:
       ``{"step", "checkpoint", "split", "loss", "accuracy", ...}``; with ``ema_decay`` and
@@ -59,6 +63,14 @@ def evaluate_workdir(
         raise ValueError(f"evaluate_workdir: checkpoint must be 'best' or 'latest', got {checkpoint!r}")
     workdir = os.fspath(workdir)
     config = ml_collections.ConfigDict(read_config_json(workdir))
+    if dataset:
+        unknown = sorted(set(dataset) - set(config.dataset.keys()))
+        if unknown:
+            raise ValueError(f"evaluate_workdir: dataset has {unknown}, which are not fields of config.dataset; "
+                             f"its fields are {sorted(config.dataset.keys())}")
+        with config.ignore_type():
+            config.dataset.update(dataset)
+        check_data_dir(config)
     if eval_source is None:
         train_source, eval_source = load_sources(config)
     else:

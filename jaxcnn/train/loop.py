@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ from jaxcnn.train.builders import (
 )
 from jaxcnn.train.checkpoint import Checkpointer, drop_matching, load_params, merge_matching
 from jaxcnn.train.config import validate_config
+from jaxcnn.train.config_checks import check_data_dir, check_same_dataset, check_sources, data_folder, dataset_identity
 from jaxcnn.train.evaluation import evaluate, plot_predicted_masks
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import make_optimizer
@@ -119,7 +121,13 @@ class _StopSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            raise KeyboardInterrupt(f"a second {name}: aborted")  # the user insists: stop now
+        self.received = name
+        # Acknowledged at once, also during start-up (data loading, compilation) where no step ends soon.
+        print(f"Received {name}: stopping after the current step with a checkpoint (start-up continues up to "
+              f"the first step); send it again to abort at once", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
         self._depth -= 1
@@ -223,8 +231,13 @@ def _train_and_evaluate(
     if (train_source is None) != (eval_source is None):
         raise ValueError("train_and_evaluate: pass both train_source and eval_source, or neither")
     if train_source is None:
+        check_data_dir(config)
         train_source, eval_source = load_sources(config)
+        if primary:
+            print(f"Data: {config.dataset.name} from {data_folder(train_source)}", flush=True)
     num_classes = dataset_num_classes(config, train_source)
+    check_sources(config, train_source, eval_source, num_classes)
+    dataset = dataset_identity(train_source)
 
     parallel = data_parallel_for(config)
     if primary and parallel.compiler_options:
@@ -276,6 +289,7 @@ def _train_and_evaluate(
         )
         state, start_step = restored.state, restored.step
         if restored.data_state is not None:
+            check_same_dataset(restored.data_state.get("dataset"), dataset, data_folder(train_source))
             train_iter.set_state(restored.data_state["iterator"])
             window = dict(restored.data_state.get("train_window", {}))
         writer.truncate_after(start_step)
@@ -328,7 +342,7 @@ def _train_and_evaluate(
                 f"checkpoint was written for it (last checkpoint: {checkpointer.latest_step()}). Lower the "
                 f"learning rate, set grad_clip_norm, or check the data."
             )
-        data_state = {"iterator": train_iter.get_state(), "train_window": window}
+        data_state = {"iterator": train_iter.get_state(), "train_window": window, "dataset": dataset}
         metrics = None
         if eval_metrics is not None and config.checkpoint.best_metric in eval_metrics:
             metrics = dict(eval_metrics)
@@ -447,7 +461,8 @@ def _train_and_evaluate(
         last_train = {
             k: v for k, v in (logged[-1] if logged else {}).items() if k not in ("step", "epoch", "split")
         }
-    result: dict[str, Any] = {"step": step, "epoch": epoch_of(step), "status": status}
+    result: dict[str, Any] = {"step": step, "epoch": epoch_of(step), "status": status,
+                              "data_folder": data_folder(train_source)}
     result.update({f"train_{k}": v for k, v in last_train.items()})
     result.update({f"eval_{k}": v for k, v in last_eval.items()})
     return result
