@@ -342,6 +342,7 @@ def _train_and_evaluate(
                 f"checkpoint was written for it (last checkpoint: {checkpointer.latest_step()}). Lower the "
                 f"learning rate, set grad_clip_norm, or check the data."
             )
+        writer.flush()  # the events up to this checkpoint survive a kill: a resume writes only later ones
         data_state = {"iterator": train_iter.get_state(), "train_window": window, "dataset": dataset}
         metrics = None
         if eval_metrics is not None and config.checkpoint.best_metric in eval_metrics:
