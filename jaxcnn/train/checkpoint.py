@@ -230,9 +230,8 @@ class Checkpointer:
             if ranking is not None:
                 self.best_metric, best_mode = ranking["best_metric"], ranking["best_mode"]
                 self.best_mode = best_mode
-        elif not read_only and self.best_metric:
-            self._write_ranking()
         self._pending: int | None = None  # step of an asynchronous save not yet waited for
+        self._ranking_written = False
         policies = [checkpoint_managers.LatestN(n=keep)]
         best_fn = None
         if self.best_metric:
@@ -291,6 +290,7 @@ class Checkpointer:
             with open(path + ".tmp", "w") as f:
                 f.write(text)
             os.replace(path + ".tmp", path)
+            self._ranking_written = True
         except OSError as err:
             raise CheckpointWriteError(
                 err.errno, f"Checkpointer: cannot write {os.path.join(self.directory, RANKING_FILE)}: "
@@ -359,6 +359,8 @@ class Checkpointer:
         # The previous asynchronous save must be complete first (orbax would wait for it anyway);
         # waiting here attributes its failure to its own step.
         self.wait()
+        if self.best_metric and not self._ranking_written:
+            self._write_ranking()  # at the first save: a run that fails before it leaves no file
         try:
             saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
         except Exception as err:
