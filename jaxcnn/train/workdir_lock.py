@@ -47,7 +47,9 @@ class WorkdirLock:
             raise NotADirectoryError(errno.ENOTDIR, f"the workdir {self.workdir} is a file, not a folder")
         self._created = not os.path.exists(self.workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Held through a read-only descriptor: a file open for writing would keep the file system
+        # from being remounted read-only, and flock needs no write access.
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -62,8 +64,11 @@ class WorkdirLock:
             ) from None
         self._fd = fd
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        try:
+            with open(self.path, "w") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError:
+            pass  # a read-only workdir: the run reports it at its first write, naming what it could not write
         return self
 
     def __exit__(self, *exc: Any) -> None:
