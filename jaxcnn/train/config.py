@@ -10,7 +10,7 @@ field                               meaning
 ``task``                            ``"classification"`` | ``"segmentation"`` | ``"regression"``
 ``regression_loss``                 ``"mse"`` | ``"mae"`` (regression only)
 ``dataset.name``                    e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
-``dataset.data_dir``                folder of the files; ``""``: ``$JAXCNN_DATA_DIR`` / defaults
+``dataset.data_dir``                folder of the files (must exist); ``""``: ``$JAXCNN_DATA_DIR`` / defaults
 ``dataset.source``                  ``"auto"`` | ``"idx"`` | ``"tfds"``
 ``dataset.download``                allow fetching missing files (MNIST-family IDX files with checksum
                                     verification, or tfds' own download); off: fail fast offline
@@ -56,8 +56,8 @@ field                               meaning
 ``log_every_steps``                 train metrics are averaged over this many steps
 ``checkpoint.every_steps``          0: only at evaluations, the end and on SIGTERM/SIGINT
 ``checkpoint.keep``                 most recent checkpoints kept
-``checkpoint.best_metric``          also keep the best checkpoint by this eval metric (``""``: off)
-``checkpoint.best_mode``            ``"max"`` | ``"min"``
+``checkpoint.best_metric``          also keep the best checkpoint by this eval metric of the task (``""``: off)
+``checkpoint.best_mode``            ``"max"`` (accuracy, mean_iou) | ``"min"`` (loss, mse, mae)
 ``checkpoint.async_save``           write checkpoints in the background
 ``parallel``                        ``"auto"`` (``jit`` on several devices, else ``none``) | ``"none"`` |
                                     ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
@@ -89,7 +89,11 @@ from jaxcnn.train.tasks import TASKS
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The defaults: SimpleCNN on MNIST, SGD with momentum, one epoch on all devices."""
+    """The defaults: SimpleCNN on MNIST, SGD with momentum, one epoch on all devices.
+
+    Every field and its meaning: the table in the docstring of :mod:`jaxcnn.train.config`
+    (``help(jaxcnn.train.config)``) and ``docs/cli.md``.
+    """
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.task = "classification"
