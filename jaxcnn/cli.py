@@ -106,7 +106,8 @@ def _train(parser, args, overrides) -> int:
     if not any(o.startswith("--config.progress_bar") for o in overrides) and not sys.stderr.isatty():
         config.progress_bar = False  # a bar redrawn into a log file floods it; --config.progress_bar=true forces it
     from jaxcnn.train import train_and_evaluate
-    from jaxcnn.train.loop import check_resume_config, data_parallel_for
+    from jaxcnn.train.loop import data_parallel_for
+    from jaxcnn.train.resume_checks import check_resume_config
 
     try:  # the batch sizes against this machine's devices and the workdir, before any data is read
         data_parallel_for(config)

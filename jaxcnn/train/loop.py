@@ -123,7 +123,14 @@ class _StopSignal:
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if self.received is not None:
-            raise KeyboardInterrupt(f"a second {name}: aborted")  # the user insists: stop now
+            # The user insists: stop now. An exception raised here could land in a finalizer or a
+            # garbage-collection callback and be swallowed, so exit at once (code 130, as a shell
+            # reports an interrupted command). What is on disk is safe as after a kill -9: the
+            # last complete checkpoint resumes, a half-written one is never read, the workdir
+            # lock is released by the kernel and data workers exit with this process.
+            print(f"Received a second {name}: aborted; a rerun resumes from the last checkpoint",
+                  file=sys.stderr, flush=True)
+            os._exit(130)
         self.received = name
         # Acknowledged at once, also during start-up (data loading, compilation) where no step ends soon.
         print(f"Received {name}: stopping after the current step with a checkpoint (start-up continues up to "

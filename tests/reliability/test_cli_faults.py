@@ -12,10 +12,18 @@ import signal
 import sys
 import time
 
+import fault_tools
 import pytest
-from fault_tools import KILL_CONFIG, ROOT, Child, child_env, last_json, record, write_synthetic_mnist
+from fault_tools import KILL_CONFIG, ROOT, Child, child_env, last_json, write_synthetic_mnist
 
 from jaxcnn import cli
+
+TEST = "tests/reliability/test_cli_faults.py"
+
+
+def record(fault: str, **details):
+    """Records a trial of this file (see ``fault_tools.record``)."""
+    return fault_tools.record(fault, test=TEST, **details)
 
 SMOKE = str(ROOT / "experiments" / "configs" / "mnist_simple_cnn.py")
 

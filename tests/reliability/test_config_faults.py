@@ -11,13 +11,22 @@ import subprocess
 import sys
 
 import numpy as np
+import fault_tools
 import pytest
-from fault_tools import KILL_CONFIG, child_env, record, run_tiny, synthetic_digits, tiny_config, tiny_sources, \
+from fault_tools import KILL_CONFIG, child_env, run_tiny, synthetic_digits, tiny_config, tiny_sources, \
     write_synthetic_mnist
 
 from jaxcnn import cli
 from jaxcnn.train import default_config, validate_config
 from jaxcnn.train.config_checks import ConfigValueError
+
+TEST = "tests/reliability/test_config_faults.py"
+
+
+def record(fault: str, **details):
+    """Records a trial of this file (see ``fault_tools.record``)."""
+    return fault_tools.record(fault, test=TEST, **details)
+
 
 FIELD_CASES = [
     ("normalize.std", float("inf"), r"config.normalize.std must be a finite number, got inf"),

@@ -13,8 +13,17 @@ import sys
 import time
 from collections import Counter
 
+import fault_tools
 import pytest
-from fault_tools import child_env, record, run_tiny, tiny_config
+from fault_tools import child_env, run_tiny, tiny_config
+
+TEST = "tests/reliability/test_kill_leftovers.py"
+
+
+def record(fault: str, **details):
+    """Records a trial of this file (see ``fault_tools.record``)."""
+    return fault_tools.record(fault, test=TEST, **details)
+
 
 WORKERS_SCRIPT = """
 import sys, time
@@ -68,7 +77,7 @@ def test_data_workers_die_with_a_killed_parent():
     for p in left:  # do not leak them into the rest of the suite
         os.kill(p, signal.SIGKILL)
     assert not left, f"processes {left} (of workers {workers}) outlived their killed parent"
-    record("kill -9 with dataset.worker_count=2", detail="both grain workers exited with their parent")
+    record("data workers after kill -9 of their parent (dataset.worker_count=2)", detail="both grain workers exited with their parent")
 
 
 def _events(folder) -> tuple[list[tuple[str, int]], int]:
@@ -114,5 +123,5 @@ def test_a_resumed_run_leaves_one_consistent_tensorboard_history(tmp_path):
     doubled = [key for key, n in Counter(scalars).items() if n > 1]
     assert cut == 0 and not doubled, (cut, doubled[:10])
     assert sorted(scalars) == sorted(expected)
-    record("kill -9 after the last checkpoint, then resume, TensorBoard on",
+    record("TensorBoard history after kill -9 past the last checkpoint and resume",
            detail="one history: no step doubled, no cut-short record, same tags and steps as an uninterrupted run")

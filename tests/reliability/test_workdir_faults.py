@@ -13,11 +13,19 @@ import subprocess
 import sys
 import time
 
+import fault_tools
 import pytest
-from fault_tools import child_env, record, run_tiny, tiny_config
+from fault_tools import child_env, run_tiny, tiny_config
 
 from jaxcnn.train.resume_checks import WorkdirFileError, check_resume_config, read_config_json
 from jaxcnn.train.workdir_lock import LOCK_FILE, WorkdirLock, WorkdirLockedError
+
+TEST = "tests/reliability/test_workdir_faults.py"
+
+
+def record(fault: str, **details):
+    """Records a trial of this file (see ``fault_tools.record``)."""
+    return fault_tools.record(fault, test=TEST, **details)
 
 
 def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
