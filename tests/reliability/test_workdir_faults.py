@@ -89,7 +89,7 @@ def test_a_deleted_config_json_does_not_turn_off_the_resume_check(tmp_path):
            detail="refused: the checkpoint's own config is compared; config.json rewritten from it")
 
 
-def test_a_truncated_config_json_is_named(tmp_path):
+def test_a_truncated_config_json_is_named(tmp_path, capsys):
     workdir = tmp_path / "run"
     run_tiny(workdir, tiny_config(num_steps=2))
     path = workdir / "config.json"
@@ -97,4 +97,10 @@ def test_a_truncated_config_json_is_named(tmp_path):
     for call in (lambda: check_resume_config(tiny_config(num_steps=2), workdir), lambda: read_config_json(workdir)):
         with pytest.raises(WorkdirFileError, match=rf"{path} is unreadable .*delete it"):
             call()
+    from jaxcnn import cli
+
+    with pytest.raises(SystemExit) as exit_info:  # the command: exit 2, the file named, no traceback
+        cli.main(["eval", "--workdir", str(workdir)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{path} is unreadable" in err and "Traceback" not in err
     record("truncated config.json (train and eval)", detail="error names the file and the way out")
