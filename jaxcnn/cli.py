@@ -1,43 +1,91 @@
 """The ``jaxcnn`` command.
 
     jaxcnn train   --config experiments/configs/mnist_simple_cnn.py --workdir runs/mnist [--config.key=value ...]
-    jaxcnn eval    --workdir runs/mnist [--checkpoint best|latest]
-    jaxcnn summary --config experiments/configs/mnist_simple_cnn.py
+    jaxcnn eval    --workdir runs/mnist [--checkpoint best|latest] [--split test] [--config.dataset.key=value ...]
+    jaxcnn summary --config experiments/configs/mnist_simple_cnn.py [--input-shape 1,28,28,1]
 
-Rerunning ``train`` on an existing workdir resumes from its latest checkpoint. Bad usage
-(an unknown config file, an unknown override key, a value of the wrong type) exits with
-code 2 and a message naming the problem. The command sets no XLA flags; on CPU it compiles
-the steps with the per-computation options of :mod:`jaxcnn.backends.cpu.options`, says so at start,
-and ``--config.xla_options=none`` turns them off. ``train`` and ``eval`` let the process keep
-the memory it frees (:mod:`jaxcnn.backends.cpu.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default``
-opts out).
+Rerunning ``train`` on an existing workdir resumes from its latest checkpoint; one ``train``
+writes a workdir at a time (``jaxcnn.train.workdir_lock``). Exit codes (:data:`EXIT_CODES`):
+0 done, 1 a runtime error (missing data, disk full, a corrupt checkpoint, the workdir in use
+...), 2 bad usage or config (an unknown config file, argument, override key, or a value that
+cannot work), 75 preempted (SIGTERM/SIGINT: a checkpoint was saved, rerun to resume), 130 aborted
+by a second Ctrl-C. Errors are one message naming the file or field; ``--verbose`` adds the
+traceback. The command sets no XLA flags; on CPU it compiles the steps with the
+per-computation options of :mod:`jaxcnn.backends.cpu.options`, says so at start, and
+``--config.xla_options=none`` turns them off. ``train`` and ``eval`` let the process keep the
+memory it frees (:mod:`jaxcnn.backends.cpu.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default``
+opts out). Full reference: ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from jaxcnn.launch import ConfigError, apply_overrides, code_version, command_line, load_config_file, write_run_record
 
 
+EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_USAGE, EXIT_PREEMPTED, EXIT_ABORTED = 0, 1, 2, 75, 130
+EXIT_CODES = {
+    EXIT_OK: "done (train: completed)",
+    EXIT_RUNTIME_ERROR: "runtime error: missing or damaged data, disk full, corrupt checkpoint, workdir in use ...",
+    EXIT_USAGE: "bad usage or config: unknown file, argument, field or a value that cannot work; nothing written",
+    EXIT_PREEMPTED: "train preempted by SIGTERM/SIGINT: a checkpoint was saved; rerun the same command to resume",
+    EXIT_ABORTED: "aborted by a second Ctrl-C (resumes from the last checkpoint when rerun)",
+}
+
+_TRAIN_EPILOG = """\
+config overrides:
+  --config.a.b=value     set any field of the config, e.g. --config.optimizer.learning_rate=0.01,
+                         --config.num_steps=500, --config.augment=random_crop,random_flip; an unknown
+                         field or a value of the wrong type is an error (exit code 2)
+  --config path.py:arg   pass 'arg' to the file's get_config(arg); shipped configs take ':smoke' (a
+                         seconds-long run); an argument a config does not know is an error
+
+Every config field is documented in docs/cli.md and in the docstring of jaxcnn.train.config
+(python -c "import jaxcnn.train.config as c; help(c)").
+
+exit codes: """ + "; ".join(f"{code} {text.split(':')[0]}" for code, text in EXIT_CODES.items())
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcnn", description="Train, evaluate and inspect jaxcnn models.")
+    parser = argparse.ArgumentParser(prog="jaxcnn", description="Train, evaluate and inspect jaxcnn models.",
+                                     epilog="exit codes: " + "; ".join(f"{c} {t}" for c, t in EXIT_CODES.items()))
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a config (resumes an existing workdir)")
+    train = sub.add_parser("train", help="train a config (resumes an existing workdir)", epilog=_TRAIN_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", required=True, help="config file, optionally path.py:arg (e.g. :smoke)")
-    train.add_argument("--workdir", required=True, help="output folder; rerun to resume")
-    evaluate = sub.add_parser("eval", help="evaluate a workdir's best or latest checkpoint")
+    train.add_argument("--workdir", required=True, help="output folder; rerun to resume (one writer at a time)")
+    evaluate = sub.add_parser("eval", help="evaluate a workdir's best or latest checkpoint",
+                              epilog="--config.dataset.key=value overrides where the data comes from, e.g. "
+                              "--config.dataset.data_dir=/data; the rest of the config is the run's own.")
     evaluate.add_argument("--workdir", required=True)
-    evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                          help="best: by the run's checkpoint.best_metric (recorded in the workdir)")
+    evaluate.add_argument("--split", default="", help="split to evaluate on (default: the run's eval split)")
     summary = sub.add_parser("summary", help="print the model summary of a config")
     summary.add_argument("--config", required=True)
     summary.add_argument("--input-shape", default="", help="e.g. 1,28,28,1 (default: from the dataset)")
+    for command in (train, evaluate, summary):
+        command.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     return parser
+
+
+class _UsageError(Exception):
+    """Bad usage found after parsing (exit code 2)."""
+
+
+def _check_workdir(parser, workdir: str) -> None:
+    if not workdir.strip():
+        parser.error("--workdir is empty; give an output folder (it would train into the current folder)")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        parser.error(f"--workdir {workdir!r} is a file, not a folder")
 
 
 def _config(parser: argparse.ArgumentParser, spec: str, overrides: Sequence[str]):
@@ -53,9 +101,13 @@ def _config(parser: argparse.ArgumentParser, spec: str, overrides: Sequence[str]
 
 
 def _train(parser, args, overrides) -> int:
+    _check_workdir(parser, args.workdir)
     config = _config(parser, args.config, overrides)
+    if not any(o.startswith("--config.progress_bar") for o in overrides) and not sys.stderr.isatty():
+        config.progress_bar = False  # a bar redrawn into a log file floods it; --config.progress_bar=true forces it
     from jaxcnn.train import train_and_evaluate
-    from jaxcnn.train.loop import check_resume_config, data_parallel_for
+    from jaxcnn.train.loop import data_parallel_for
+    from jaxcnn.train.resume_checks import check_resume_config
 
     try:  # the batch sizes against this machine's devices and the workdir, before any data is read
         data_parallel_for(config)
@@ -71,18 +123,32 @@ def _train(parser, args, overrides) -> int:
                             code=code)
     print(json.dumps({"workdir": str(args.workdir), "run_record": str(path), **{
         k: v for k, v in final.items() if isinstance(v, (int, float, str))}}, indent=2))
-    return 0 if final.get("status", "completed") in ("completed", "preempted") else 1
+    status = final.get("status", "completed")
+    return {"completed": EXIT_OK, "preempted": EXIT_PREEMPTED}.get(status, EXIT_RUNTIME_ERROR)
 
 
 def _eval(parser, args, overrides) -> int:
-    if overrides:
-        parser.error(f"eval takes no config overrides, got {list(overrides)}")
+    _check_workdir(parser, args.workdir)
     workdir = Path(args.workdir)
     if not (workdir / "config.json").exists():
         parser.error(f"--workdir {str(workdir)!r} has no config.json; is it a jaxcnn train workdir?")
-    from jaxcnn.train import evaluate_workdir
+    bad = [o for o in overrides if not o.startswith("--config.dataset.")]
+    if bad:
+        parser.error(f"eval takes only --config.dataset.* overrides (where the data comes from), got {bad}")
+    import ml_collections
 
-    metrics = evaluate_workdir(workdir, checkpoint=args.checkpoint)
+    from jaxcnn.train import evaluate_workdir
+    from jaxcnn.train.resume_checks import read_config_json
+
+    saved = ml_collections.ConfigDict(read_config_json(workdir))
+    try:
+        apply_overrides(saved, overrides)
+    except ConfigError as err:
+        parser.error(str(err))
+    dataset = dict(saved.dataset.to_dict())
+    if args.split:
+        dataset["eval_split"] = args.split
+    metrics = evaluate_workdir(workdir, checkpoint=args.checkpoint, dataset=dataset)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -96,8 +162,14 @@ def _summary(parser, args, overrides) -> int:
         shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
     except ValueError:
         parser.error(f"--input-shape={args.input_shape!r} must be comma-separated ints, e.g. 1,28,28,1")
+    if shape is not None and (len(shape) != 4 or min(shape) < 1):
+        parser.error(f"--input-shape={args.input_shape!r} must be 4 positive ints N,H,W,C, e.g. 1,28,28,1")
     shape, num_classes = input_shape_for(config, shape)
-    print(summary(build_model(config, num_classes, axis_name=None), shape))
+    try:
+        text = summary(build_model(config, num_classes, axis_name=None), shape)
+    except (ValueError, TypeError) as err:
+        parser.error(f"--input-shape={args.input_shape!r} does not fit the model: {err}")
+    print(text)
     return 0
 
 
@@ -115,7 +187,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Host memory: {host_memory.keep_freed_memory()}", flush=True)
         except ValueError as err:
             parser.error(str(err))
-    return command(parser, args, extra)
+    return _run_reporting_errors(parser, args, command, extra)
+
+
+def _run_reporting_errors(parser, args, command, extra) -> int:
+    """Runs the command; an error becomes one message (the traceback with ``--verbose``) and an exit code."""
+    from jaxcnn.train.config_checks import ConfigValueError
+    from jaxcnn.train.resume_checks import WorkdirFileError
+
+    try:
+        return command(parser, args, extra)
+    except KeyboardInterrupt:
+        print(f"jaxcnn {args.command}: aborted (Ctrl-C twice); a rerun resumes from the last checkpoint",
+              file=sys.stderr, flush=True)
+        return EXIT_ABORTED
+    except (ConfigError, ConfigValueError, WorkdirFileError, _UsageError) as err:
+        if args.verbose:
+            traceback.print_exc()
+        parser.error(str(err))
+    except Exception as err:  # a runtime failure: one clear message, the traceback on request
+        if args.verbose:
+            traceback.print_exc()
+        print(f"jaxcnn {args.command}: error: {type(err).__name__}: {err}" + ("" if args.verbose else "  (--verbose shows the traceback)"),
+              file=sys.stderr, flush=True)
+        return EXIT_RUNTIME_ERROR
+    return EXIT_RUNTIME_ERROR  # unreachable: parser.error exits
 
 
 if __name__ == "__main__":

@@ -51,7 +51,53 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     config = module.get_config(arg) if arg else module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict, got {type(config).__name__}")
+    if arg:
+        _check_config_arg(module, path, arg, config)
     return config
+
+
+def _known_config_args(module: Any) -> list[str]:
+    """The arguments ``module.get_config`` knows: its ``CONFIG_ARGS``, else the strings its code compares."""
+    declared = getattr(module, "CONFIG_ARGS", None)
+    if declared is not None:
+        return list(declared)
+    import inspect
+
+    try:
+        tree = ast.parse(inspect.getsource(module.get_config))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                items = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                found += [i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str)]
+    return sorted(set(found) - {""})
+
+
+def _check_config_arg(module: Any, path: str, arg: str, config: ml_collections.ConfigDict) -> None:
+    """``path.py:arg`` with an argument the config does not know (``:smok``) is an error, not the full run.
+
+    Known: listed in the module's ``CONFIG_ARGS``; without that list, an argument that is not
+    ``get_config``'s default and changes nothing is taken for a typo.
+    """
+    import inspect
+
+    known = _known_config_args(module)
+    if getattr(module, "CONFIG_ARGS", None) is not None:
+        if arg not in known:
+            raise ConfigError(f"config argument {path}:{arg} is unknown; {path} takes {known}")
+        return
+    params = list(inspect.signature(module.get_config).parameters.values())
+    default = params[0].default if params and params[0].default is not inspect.Parameter.empty else None
+    if arg == default:
+        return
+    if config.to_json_best_effort(sort_keys=True) == module.get_config().to_json_best_effort(sort_keys=True):
+        raise ConfigError(
+            f"config argument {path}:{arg} changes nothing in the config, so it is not one {path} knows "
+            f"(a typo?); known arguments: {known or 'none found'}"
+        )
 
 
 def _parse_value(key: str, text: str, current: Any) -> Any:
@@ -184,7 +230,10 @@ def write_run_record(workdir: str | os.PathLike, config: ml_collections.ConfigDi
         "wall_time_s": round(wall_time_s, 2),
         # Median over the logged intervals: robust to the first (compiling) interval.
         "images_per_sec": sorted(rates)[len(rates) // 2] if rates else None,
-        "final_metrics": {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool)) or v is None},
+        "final_metrics": {k: v for k, v in final.items()
+                          if (isinstance(v, (int, float, str, bool)) or v is None) and k != "data_folder"},
+        # The folder the data was actually read from ($JAXCNN_DATA_DIR when config.dataset.data_dir is '').
+        "data_folder": final.get("data_folder"),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # What the steps were compiled with (jax.pmap takes no compiler options).
         "xla_compiler_options": None if config.get("parallel") == "pmap"

@@ -235,9 +235,16 @@ class BatchLoader:
         iter_dataset = dataset.to_iter_dataset(read_options)
         if self.worker_count:
             _allow_unparsed_absl_flags()
+            import functools
+            import os
+
+            from jaxcnn.data.worker_lifetime import exit_with_parent
+
             iter_dataset = iter_dataset.mp_prefetch(
                 grain.MultiprocessingOptions(num_workers=self.worker_count,
-                                             per_worker_buffer_size=max(1, self.buffer_size))
+                                             per_worker_buffer_size=max(1, self.buffer_size)),
+                # No orphaned workers after a kill -9 of this process.
+                worker_init_fn=functools.partial(exit_with_parent, os.getpid()),
             )
         return iter(iter_dataset)
 

@@ -45,12 +45,17 @@ from jaxcnn.train.state import TrainState
 
 PyTree = Any
 BEST_MODES = ("max", "min")
+RANKING_FILE = "ranking.json"
 INTEGRITY_VERSION = 1
 logger = logging.getLogger("jaxcnn.train")
 
 
 class CorruptCheckpointError(ValueError):
     """A checkpoint does not read back as it was written; the message names the step and the problem."""
+
+
+class CheckpointRemovedError(FileNotFoundError):
+    """A checkpoint was deleted while being read (retention of a run still writing the folder)."""
 
 
 class CheckpointWriteError(OSError):
@@ -146,6 +151,21 @@ def _quiet_failed_reads():
         raise
 
 
+class _DropReadOnlyNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Given directory is read only")
+
+
+_READ_ONLY_NOTICE_FILTER = _DropReadOnlyNotice()
+
+
+def _quiet_read_only_notice() -> None:
+    """Drops orbax's warning that a read-only manager's folder is read only: reading is all we asked for."""
+    absl_logger = logging.getLogger("absl")
+    if _READ_ONLY_NOTICE_FILTER not in absl_logger.filters:
+        absl_logger.addFilter(_READ_ONLY_NOTICE_FILTER)
+
+
 def _errno_of(err: BaseException) -> int | None:
     """The OS error number of ``err`` or its causes (orbax wraps tensorstore's in ValueError)."""
     seen = set()
@@ -202,8 +222,16 @@ class Checkpointer:
         self.directory = os.path.abspath(os.fspath(directory))
         self.every_steps = every_steps
         self.best_metric = best_metric or None
+        self.best_mode = best_mode
         self.read_only = read_only
+        if read_only and not self.best_metric:
+            # Rank as the writing run ranked: its best_metric/best_mode, recorded in the folder.
+            ranking = read_ranking(self.directory)
+            if ranking is not None:
+                self.best_metric, best_mode = ranking["best_metric"], ranking["best_mode"]
+                self.best_mode = best_mode
         self._pending: int | None = None  # step of an asynchronous save not yet waited for
+        self._ranking_written = False
         policies = [checkpoint_managers.LatestN(n=keep)]
         best_fn = None
         if self.best_metric:
@@ -222,6 +250,8 @@ class Checkpointer:
                     keep_checkpoints_without_metrics=False,
                 )
             )
+        if read_only:
+            _quiet_read_only_notice()
         options = ocp.CheckpointManagerOptions(
             # best_fn alongside the policy makes orbax persist the metrics and answer best_step().
             best_fn=best_fn,
@@ -249,13 +279,35 @@ class Checkpointer:
                 err.errno, f"Checkpointer: cannot use the checkpoint folder {self.directory}: {err.strerror or err}"
             ) from err
 
+    def _write_ranking(self) -> None:
+        """``<directory>/ranking.json``: how the best checkpoint is chosen, for readers without the config."""
+        if jax.process_index() != 0:
+            return
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            path = os.path.join(self.directory, RANKING_FILE)
+            text = json.dumps({"best_metric": self.best_metric, "best_mode": self.best_mode}) + "\n"
+            with open(path + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(path + ".tmp", path)
+            self._ranking_written = True
+        except OSError as err:
+            raise CheckpointWriteError(
+                err.errno, f"Checkpointer: cannot write {os.path.join(self.directory, RANKING_FILE)}: "
+                f"{err.strerror or err}"
+            ) from err
+
     # -- queries -------------------------------------------------------------------------------
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or ``None``."""
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The kept checkpoint with the best ``best_metric`` (latest when there is no metric)."""
+        """The kept checkpoint with the best ``best_metric`` (latest when there is no metric).
+
+        A read-only reader without ``best_metric`` ranks by the metric and mode the writing run
+        recorded in ``ranking.json``.
+        """
         return self._manager.best_step()
 
     def all_steps(self) -> list[int]:
@@ -307,6 +359,8 @@ class Checkpointer:
         # The previous asynchronous save must be complete first (orbax would wait for it anyway);
         # waiting here attributes its failure to its own step.
         self.wait()
+        if self.best_metric and not self._ranking_written:
+            self._write_ranking()  # at the first save: a run that fails before it leaves no file
         try:
             saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
         except Exception as err:
@@ -415,6 +469,21 @@ class Checkpointer:
         variables = self.restore_variables(step)
         return variables["params"], variables["batch_stats"]
 
+    def read_config(self, step: int | None = None) -> dict[str, Any] | None:
+        """The config saved with checkpoint ``step`` (default: latest), checked against its CRC-32.
+
+        ``None`` when that checkpoint holds no config (saved without one).
+        """
+        step = self._resolve_step(step)
+        record = self._read_integrity(step)
+        args = {k: v for k, v in self._json_args(step, record).items() if k == "config"}
+        if not args:
+            return None
+        restored = self._restore_items(step, args)
+        if record is not None and "config" in record and _json_crc(restored["config"]) != record["config"]:
+            raise self._corrupt(step, "its 'config' item differs from what was saved (CRC-32 mismatch)")
+        return dict(restored["config"])
+
     def verify(self, step: int | None = None) -> None:
         """Reads checkpoint ``step`` (default: latest) back and checks it against its record.
 
@@ -431,6 +500,8 @@ class Checkpointer:
         for candidate in sorted(self._manager.all_steps(), reverse=True):
             try:
                 restored = restore_step(int(candidate))
+            except CheckpointRemovedError:
+                continue  # retention of the writing run removed it meanwhile: not a problem
             except CorruptCheckpointError as err:
                 skipped.append((int(candidate), str(err)))
                 logger.warning("%s; trying the previous checkpoint", err)
@@ -463,6 +534,17 @@ class Checkpointer:
             multihost.sync_global_processes("jaxcnn_checkpoint_move_aside")
         self._manager.reload()
 
+    def _removed(self, step: int) -> CheckpointRemovedError:
+        return CheckpointRemovedError(
+            f"the checkpoint of step {step} in {self.directory} was removed while being read (the run "
+            f"writing this folder keeps only its last checkpoint.keep ones and the best); read another step"
+        )
+
+    def _check_present(self, step: int, err: BaseException | None = None) -> None:
+        """Raises :class:`CheckpointRemovedError` when the step's folder no longer exists."""
+        if not os.path.isdir(os.path.join(self.directory, str(step))):
+            raise self._removed(step) from err
+
     def _corrupt(self, step: int, problem: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(
             f"checkpoint of step {step} in {self.directory} is corrupt: {problem}"
@@ -471,6 +553,7 @@ class Checkpointer:
     def _read_integrity(self, step: int) -> dict[str, Any] | None:
         """The step's integrity record, checked against its own CRC (``None``: written without one)."""
         step_dir = os.path.join(self.directory, str(step))
+        self._check_present(step)
         if not os.path.isdir(os.path.join(step_dir, "integrity")):
             if not os.path.isdir(os.path.join(step_dir, "state")):
                 raise self._corrupt(step, "its 'state' folder is missing")
@@ -482,6 +565,7 @@ class Checkpointer:
             if record.get("version") != INTEGRITY_VERSION or _json_crc(record) != claimed:
                 raise ValueError("its CRC-32 does not match")
         except Exception as err:
+            self._check_present(step, err)
             raise self._corrupt(step, f"its integrity record is unreadable ({_first_line(err)})") from err
         return record
 
@@ -532,6 +616,7 @@ class Checkpointer:
             with _quiet_failed_reads():
                 return self._manager.restore(step, args=ocp.args.Composite(**args))
         except Exception as err:
+            self._check_present(step, err)
             raise self._corrupt(step, f"it does not read back ({_first_line(err)})") from err
 
     def _json_args(self, step: int, record: dict[str, Any] | None) -> dict[str, Any]:
@@ -564,6 +649,7 @@ class Checkpointer:
             device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
             abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
         except Exception as err:
+            self._check_present(step, err)
             raise self._corrupt(step, f"its metadata does not read back ({_first_line(err)})") from err
         # Orbax restores whole trees; the optimizer state costs a read of small files only.
         restored = self._restore_items(step, {"state": ocp.args.StandardRestore(abstract)})
@@ -580,6 +666,22 @@ class Checkpointer:
         elif step not in steps:
             raise FileNotFoundError(f"no checkpoint of step {step} in {self.directory}; have {sorted(steps)}")
         return int(step)
+
+
+def read_ranking(directory: str | os.PathLike) -> dict[str, str] | None:
+    """``{"best_metric", "best_mode"}`` recorded in a checkpoint folder by its writer (``None``: none)."""
+    path = os.path.join(os.fspath(directory), RANKING_FILE)
+    try:
+        with open(path) as f:
+            ranking = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise CorruptCheckpointError(f"{path} is unreadable ({_first_line(err)}); delete it to rank by the "
+                                     f"latest step, or rerun the training to write it again") from err
+    if not isinstance(ranking, dict) or not ranking.get("best_metric") or ranking.get("best_mode") not in BEST_MODES:
+        raise CorruptCheckpointError(f"{path} does not hold a best_metric and a best_mode: {ranking!r}")
+    return {"best_metric": str(ranking["best_metric"]), "best_mode": ranking["best_mode"]}
 
 
 def drop_matching(tree: PyTree, patterns: tuple[str, ...]) -> dict:

@@ -10,7 +10,7 @@ field                               meaning
 ``task``                            ``"classification"`` | ``"segmentation"`` | ``"regression"`` | ...
 ``regression_loss``                 ``"mse"`` | ``"mae"`` (regression only)
 ``dataset.name``                    e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
-``dataset.data_dir``                folder of the files; ``""``: ``$JAXCNN_DATA_DIR`` / defaults
+``dataset.data_dir``                folder of the files (must exist); ``""``: ``$JAXCNN_DATA_DIR`` / defaults
 ``dataset.source``                  ``"auto"`` | ``"idx"`` | ``"tfds"``
 ``dataset.download``                allow fetching missing files (MNIST-family IDX files with checksum
                                     verification, or tfds' own download); off: fail fast offline
@@ -56,8 +56,8 @@ field                               meaning
 ``log_every_steps``                 train metrics are averaged over this many steps
 ``checkpoint.every_steps``          0: only at evaluations, the end and on SIGTERM/SIGINT
 ``checkpoint.keep``                 most recent checkpoints kept
-``checkpoint.best_metric``          also keep the best checkpoint by this eval metric (``""``: off)
-``checkpoint.best_mode``            ``"max"`` | ``"min"``
+``checkpoint.best_metric``          also keep the best checkpoint by this eval metric of the task (``""``: off)
+``checkpoint.best_mode``            ``"max"`` (accuracy, mean_iou) | ``"min"`` (loss, mse, mae)
 ``checkpoint.async_save``           write checkpoints in the background
 ``parallel``                        ``"auto"`` (``jit`` on several devices, else ``none``) | ``"none"`` |
                                     ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
@@ -79,6 +79,7 @@ images/s; excluded from that promise), ``config.json``, ``checkpoints/``, ``tens
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import ml_collections
@@ -86,11 +87,15 @@ import ml_collections
 from jaxcnn.backends.cpu.options import CHOICES as XLA_OPTION_CHOICES
 from jaxcnn.train.optimizers import SCHEDULES
 from jaxcnn.train.parallel import PARALLEL_MODES
-from jaxcnn.train.tasks import registered_tasks
+from jaxcnn.train.tasks import registered_tasks, task_from_config
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The defaults: SimpleCNN on MNIST, SGD with momentum, one epoch on all devices."""
+    """The defaults: SimpleCNN on MNIST, SGD with momentum, one epoch on all devices.
+
+    Every field and its meaning: the table in the docstring of :mod:`jaxcnn.train.config`
+    (``help(jaxcnn.train.config)``) and ``docs/cli.md``.
+    """
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.task = "classification"
@@ -168,15 +173,21 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-def _check_int(config: Any, field: str, minimum: int) -> int:
+def _check_int(config: Any, field: str, minimum: int, maximum: int | None = None) -> int:
     value = _lookup(config, field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"config.{field} must be an int >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+        maximum is not None and value > maximum
+    ):
+        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"config.{field} must be an int {bound}, got {value!r}")
     return value
 
 
 def _check_float(config: Any, field: str, minimum: float = 0.0, below: float | None = None) -> float:
     value = _lookup(config, field)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+        # NaN passes every comparison below; Inf turns images or updates into NaN.
+        raise ValueError(f"config.{field} must be a finite number, got {value!r}")
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -256,12 +267,37 @@ def _lookup(config: Any, field: str) -> Any:
     return value
 
 
+# Largest seed: jax.random.PRNGKey and the data order take 32-bit seeds.
+MAX_SEED = 2**32 - 1
+# Largest step count a schedule boundary may name (steps are int32 on the device).
+MAX_STEP = 2**31 - 1
+def _check_best_metric(config: Any) -> None:
+    """``checkpoint.best_metric`` is a metric the task reports, ranked in its own direction."""
+    metric, mode = config.checkpoint.best_metric, config.checkpoint.best_mode
+    if not metric:
+        return
+    # The task's own table; any class count >= 2 builds it (the metrics do not depend on it).
+    modes = dict(task_from_config(config, max(int(config.dataset.get("num_classes", 0) or 0), 2)).metric_modes)
+    known = tuple(modes)
+    if metric not in known:
+        raise ValueError(
+            f"config.checkpoint.best_metric={metric!r} is not a metric of the {config.task!r} task; "
+            f"allowed: {known} or '' (no best checkpoint kept)"
+        )
+    wanted = modes[metric]
+    if mode != wanted:
+        raise ValueError(
+            f"config.checkpoint.best_mode={mode!r} with best_metric={metric!r} would keep the worst "
+            f"checkpoint; {metric!r} needs best_mode={wanted!r}"
+        )
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ``ValueError``/``TypeError`` naming the first bad field and its value."""
     if not isinstance(config, ml_collections.ConfigDict):
         raise TypeError(f"config must be an ml_collections.ConfigDict, got {type(config).__name__}")
     _check_known_fields(config, default_config())
-    _check_int(config, "seed", 0)
+    _check_int(config, "seed", 0, MAX_SEED)
     _check_choice(config, "task", registered_tasks())
     _check_choice(config, "regression_loss", ("mse", "mae"))
     for field in ("dataset.name", "model.name", "optimizer.name"):
@@ -296,13 +332,33 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for field in ("schedule.end_learning_rate", "schedule.decay_factor", "schedule.pct_start",
                   "schedule.div_factor", "schedule.final_div_factor"):
         _check_float(config, field)
+    if not 0.0 < config.schedule.pct_start < 1.0:
+        raise ValueError(
+            f"config.schedule.pct_start must be in (0, 1) (the fraction of the run spent warming up), "
+            f"got {config.schedule.pct_start!r}"
+        )
+    for field in ("schedule.div_factor", "schedule.final_div_factor"):
+        if _lookup(config, field) <= 0:
+            raise ValueError(f"config.{field} must be > 0 (the learning rate is divided by it), "
+                             f"got {_lookup(config, field)!r}")
     boundaries = _lookup(config, "schedule.boundaries")
     if isinstance(boundaries, (str, bytes)) or not all(
         isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0 for b in boundaries
     ):
         raise TypeError(f"config.schedule.boundaries must be a list of non-negative numbers, got {boundaries!r}")
+    for b in boundaries:
+        if not math.isfinite(b) or (b >= 1 and (float(b) != int(b) or b > MAX_STEP)):
+            raise ValueError(
+                f"config.schedule.boundaries has {b!r}; a boundary is a fraction of the run in (0, 1) or a "
+                f"whole number of updates <= {MAX_STEP}"
+            )
     _check_float(config, "grad_clip_norm")
     _check_int(config, "grad_accum_steps", 1)
+    if config.num_steps and config.grad_accum_steps > config.num_steps:
+        raise ValueError(
+            f"config.grad_accum_steps={config.grad_accum_steps} is more than config.num_steps="
+            f"{config.num_steps}: no update would ever be applied; use at most num_steps"
+        )
     _check_float(config, "ema_decay", 0.0, 1.0)
     for field in ("freeze", "augment", "init_from_exclude"):
         value = _lookup(config, field)
@@ -316,6 +372,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_int(config, "checkpoint.every_steps", 0)
     _check_int(config, "checkpoint.keep", 1)
     _check_choice(config, "checkpoint.best_mode", ("max", "min"))
+    _check_best_metric(config)
     _check_choice(config, "parallel", PARALLEL_MODES)
     _check_int(config, "num_devices", 0)
     _check_choice(config, "xla_options", XLA_OPTION_CHOICES)

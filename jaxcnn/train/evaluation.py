@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -19,8 +18,10 @@ from jaxcnn.train.builders import (
     make_preprocessing,
     make_task_for,
 )
-from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.config_checks import check_data_dir
+from jaxcnn.train.checkpoint import CheckpointRemovedError, Checkpointer
 from jaxcnn.train.parallel import DataParallel
+from jaxcnn.train.resume_checks import read_config_json
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.steps import make_eval_step
 from jaxcnn.train.tasks import EvaluationContext, Task, add_statistics
@@ -40,7 +41,8 @@ def evaluate(
 
 
 def evaluate_workdir(
-    workdir: str | os.PathLike, *, checkpoint: str = "best", eval_source: Any = None
+    workdir: str | os.PathLike, *, checkpoint: str = "best", eval_source: Any = None,
+    dataset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluates a ``train_and_evaluate`` workdir's checkpoint on its evaluation split.
 
@@ -50,6 +52,8 @@ def evaluate_workdir(
       checkpoint: ``"best"`` (by ``checkpoint.best_metric``; the latest when none was ranked)
         or ``"latest"``.
       eval_source: a source to evaluate on instead of ``config.dataset.eval_split``.
+      dataset: fields of the run's ``config.dataset`` to replace (``{"eval_split": "train[:1000]",
+        "data_dir": "/data"}``): evaluate a finished run on other data or on another machine.
 
     Returns:
       ``{"step", "checkpoint", "split", "loss", "accuracy", ...}``; with ``ema_decay`` and
@@ -58,13 +62,15 @@ def evaluate_workdir(
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"evaluate_workdir: checkpoint must be 'best' or 'latest', got {checkpoint!r}")
     workdir = os.fspath(workdir)
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(
-            f"evaluate_workdir: {config_path} does not exist; is it a jaxcnn train workdir?"
-        )
-    with open(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(read_config_json(workdir))
+    if dataset:
+        unknown = sorted(set(dataset) - set(config.dataset.keys()))
+        if unknown:
+            raise ValueError(f"evaluate_workdir: dataset has {unknown}, which are not fields of config.dataset; "
+                             f"its fields are {sorted(config.dataset.keys())}")
+        with config.ignore_type():
+            config.dataset.update(dataset)
+        check_data_dir(config)
     if eval_source is None:
         train_source, eval_source = load_sources(config)
     else:
@@ -81,11 +87,7 @@ def evaluate_workdir(
     model = build_model(config, num_classes, parallel.axis_name)
     task = make_task_for(config, num_classes)
 
-    with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False) as ckpt:
-        step = ckpt.best_step() if checkpoint == "best" else ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"evaluate_workdir: no checkpoint in {ckpt.directory}")
-        variables = ckpt.restore_variables(step)
+    step, variables, ranking = _restore_chosen(os.path.join(workdir, "checkpoints"), checkpoint)
     use_ema = bool(config.ema_decay and config.eval_use_ema and variables["ema_params"] is not None)
     state = TrainState(
         step=jnp.asarray(step, jnp.int32),
@@ -106,7 +108,29 @@ def evaluate_workdir(
         task.evaluation_extras(EvaluationContext(
             workdir, model, host_variables(state), eval_source, eval_preprocess, statistics=None
         ))
-    return {"step": step, "checkpoint": checkpoint, "split": eval_split_name(config), **metrics}
+    return {"step": step, "checkpoint": checkpoint, **ranking, "split": eval_split_name(config), **metrics}
+
+
+def _restore_chosen(directory: str, checkpoint: str, attempts: int = 5) -> tuple[int, dict[str, Any], dict]:
+    """``(step, variables, ranking)`` of the best or latest checkpoint in ``directory``.
+
+    A run still training in that folder may delete the chosen checkpoint (retention) while it is
+    read: the choice is then made again, from the checkpoints present now.
+    """
+    for attempt in range(attempts):
+        with Checkpointer(directory, read_only=True, async_save=False) as ckpt:
+            step = ckpt.best_step() if checkpoint == "best" else ckpt.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"evaluate_workdir: no checkpoint in {ckpt.directory}")
+            ranking = {}
+            if checkpoint == "best" and ckpt.best_metric:
+                ranking = {"best_metric": ckpt.best_metric, "best_mode": ckpt.best_mode}
+            try:
+                return step, ckpt.restore_variables(step), ranking
+            except CheckpointRemovedError:
+                if attempt == attempts - 1:
+                    raise
+    raise AssertionError("unreachable")
 
 
 

@@ -24,9 +24,10 @@ the checkpoints still intact.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -37,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax.traverse_util import flatten_dict
 
 from jaxcnn.backends import cpu as cpu_backend
 from jaxcnn.train.builders import (
@@ -49,15 +49,18 @@ from jaxcnn.train.builders import (
     make_task_for,
 )
 from jaxcnn.train.checkpoint import Checkpointer, drop_matching, load_params, merge_matching
-from jaxcnn.train.config import default_config, validate_config
+from jaxcnn.train.config import validate_config
+from jaxcnn.train.config_checks import check_data_dir, check_same_dataset, check_sources, data_folder, dataset_identity
 from jaxcnn.train.evaluation import evaluate, host_variables
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import make_optimizer
 from jaxcnn.train.parallel import DataParallel
+from jaxcnn.train.resume_checks import RESUMABLE_CHANGES, check_resume_config, restore_config_json  # noqa: F401
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.steps import make_eval_step, make_train_step
 from jaxcnn.train.tasks import EvaluationContext
 from jaxcnn.train.window import MetricWindow
+from jaxcnn.train.workdir_lock import WorkdirLock
 
 
 class NonFiniteError(FloatingPointError):
@@ -117,7 +120,20 @@ class _StopSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            # The user insists: stop now. An exception raised here could land in a finalizer or a
+            # garbage-collection callback and be swallowed, so exit at once (code 130, as a shell
+            # reports an interrupted command). What is on disk is safe as after a kill -9: the
+            # last complete checkpoint resumes, a half-written one is never read, the workdir
+            # lock is released by the kernel and data workers exit with this process.
+            print(f"Received a second {name}: aborted; a rerun resumes from the last checkpoint",
+                  file=sys.stderr, flush=True)
+            os._exit(130)
+        self.received = name
+        # Acknowledged at once, also during start-up (data loading, compilation) where no step ends soon.
+        print(f"Received {name}: stopping after the current step with a checkpoint (start-up continues up to "
+              f"the first step); send it again to abort at once", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
         self._depth -= 1
@@ -179,48 +195,11 @@ def train_and_evaluate(
       ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`check_resume_config`).
     """
     # SIGTERM/SIGINT from here on (data loading, compilation included) stop at the next step.
-    with _StopSignal() as stop:
+    # One writer per workdir (process 0 writes for all); see jaxcnn.train.workdir_lock.
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with _StopSignal() as stop, lock:
         return _train_and_evaluate(
             config, workdir, stop, train_source=train_source, eval_source=eval_source, model=model
-        )
-
-
-# Fields a resumed run may change: where files come from and how the run is shown or placed,
-# never what a step computes (restoring onto another device count is supported).
-RESUMABLE_CHANGES = (
-    "progress_bar", "tensorboard", "plots", "parallel", "num_devices", "xla_options", "checkpoint.async_save",
-    "checkpoint.keep", "dataset.data_dir", "dataset.download", "dataset.source", "dataset.worker_count",
-)
-
-
-def check_resume_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
-    """Raises ``ValueError`` when ``workdir`` holds checkpoints of a run whose ``config.json``
-    differs from ``config`` in a field other than :data:`RESUMABLE_CHANGES` (a resume would mix
-    two runs); the message lists each differing field with both values."""
-    workdir = os.fspath(workdir)
-    saved_path = os.path.join(workdir, "config.json")
-    checkpoints = os.path.join(workdir, "checkpoints")
-    if not os.path.isfile(saved_path) or not os.path.isdir(checkpoints):
-        return
-    if not any(name.isdigit() for name in os.listdir(checkpoints)):
-        return  # killed before its first checkpoint: the run starts afresh
-    with open(saved_path) as f:
-        saved = flatten_dict(json.load(f), sep=".")
-    now = flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
-    # A field the saved config predates (or this one lacks) counts with its default value.
-    defaults = flatten_dict(json.loads(default_config().to_json_best_effort()), sep=".")
-
-    def value(fields: dict[str, Any], key: str) -> Any:
-        return fields.get(key, defaults.get(key, "(absent)"))
-
-    differ = sorted(k for k in set(saved) | set(now)
-                    if value(saved, k) != value(now, k) and k not in RESUMABLE_CHANGES)
-    if differ:
-        details = ", ".join(f"{k}: {value(saved, k)!r} there, {value(now, k)!r} now" for k in differ)
-        raise ValueError(
-            f"workdir {workdir!r} holds checkpoints of a run with another config, so this run cannot resume "
-            f"it ({details}). Rerun with that run's config (its config.json), or start a new --workdir "
-            f"(config.init_from_checkpoint can take the params of this one)."
         )
 
 
@@ -259,8 +238,13 @@ def _train_and_evaluate(
     if (train_source is None) != (eval_source is None):
         raise ValueError("train_and_evaluate: pass both train_source and eval_source, or neither")
     if train_source is None:
+        check_data_dir(config)
         train_source, eval_source = load_sources(config)
+        if primary:
+            print(f"Data: {config.dataset.name} from {data_folder(train_source)}", flush=True)
     num_classes = dataset_num_classes(config, train_source)
+    check_sources(config, train_source, eval_source, num_classes)
+    dataset = dataset_identity(train_source)
 
     on = config.get("cpu_kernels", True)
     kernels = cpu_backend.enable() if on else cpu_backend.disable()
@@ -316,9 +300,12 @@ def _train_and_evaluate(
         )
         state, start_step = restored.state, restored.step
         if restored.data_state is not None:
+            check_same_dataset(restored.data_state.get("dataset"), dataset, data_folder(train_source))
             train_iter.set_state(restored.data_state["iterator"])
             window = MetricWindow(restored.data_state.get("train_window", {}))
         writer.truncate_after(start_step)
+        if primary:
+            restore_config_json(workdir)
         print(f"Resuming from the checkpoint of step {start_step} in {checkpointer.directory}", flush=True)
         for skipped_step, problem in restored.skipped:
             print(f"Skipped the newer checkpoint of step {skipped_step}: {problem}", flush=True)
@@ -380,7 +367,8 @@ def _train_and_evaluate(
                 f"checkpoint was written for it (last checkpoint: {checkpointer.latest_step()}). Lower the "
                 f"learning rate, set grad_clip_norm, or check the data."
             )
-        data_state = {"iterator": batches.get_state(), "train_window": window.state()}
+        writer.flush()  # the events up to this checkpoint survive a kill: a resume writes only later ones
+        data_state = {"iterator": batches.get_state(), "train_window": window.state(), "dataset": dataset}
         metrics = None
         if eval_metrics is not None and config.checkpoint.best_metric in eval_metrics:
             metrics = dict(eval_metrics)
@@ -492,7 +480,8 @@ def _train_and_evaluate(
         last_train = {
             k: v for k, v in (logged[-1] if logged else {}).items() if k not in ("step", "epoch", "split")
         }
-    result: dict[str, Any] = {"step": step, "epoch": epoch_of(step), "status": status}
+    result: dict[str, Any] = {"step": step, "epoch": epoch_of(step), "status": status,
+                              "data_folder": data_folder(train_source)}
     result.update({f"train_{k}": v for k, v in last_train.items()})
     result.update({f"eval_{k}": v for k, v in last_eval.items()})
     return result

@@ -63,13 +63,20 @@ class MetricWriter:
         self.workdir = os.fspath(workdir)
         self.enabled = enabled
         self._tb = None
-        if enabled and tensorboard:
+        # Opened at the first write, so truncate_after cleans the event files of a killed run first.
+        self._tb_dir = os.path.join(self.workdir, "tensorboard") if enabled and tensorboard else None
+
+    @property
+    def _events(self):
+        if self._tb is None and self._tb_dir is not None:
             from tensorboardX import SummaryWriter  # Imported lazily: only needed when writing events.
 
-            self._tb = SummaryWriter(os.path.join(self.workdir, "tensorboard"))
+            self._tb = SummaryWriter(self._tb_dir)
+        return self._tb
 
     def truncate_after(self, step: int) -> None:
-        """Drops records after ``step`` (a resumed run rewrites them, identically).
+        """Drops records after ``step`` (a resumed run rewrites them, identically), TensorBoard
+        events included (:mod:`jaxcnn.train.event_files`).
 
         A last line cut short by a killed process is dropped too. The file is replaced
         atomically, so a kill during the truncation loses nothing.
@@ -86,6 +93,10 @@ class MetricWriter:
             with open(tmp, "w") as f:
                 f.writelines(lines)
             os.replace(tmp, path)
+        if self._tb_dir is not None and self._tb is None:
+            from jaxcnn.train.event_files import truncate_events_after
+
+            truncate_events_after(self._tb_dir, step)
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any], *, epoch: float) -> dict[str, Any]:
         """One ``metrics.jsonl`` line ``{"step", "epoch", "split", **metrics}``; returns it."""
@@ -93,10 +104,10 @@ class MetricWriter:
         record.update({k: _clean(v) for k, v in sorted(metrics.items())})
         if self.enabled:
             _append(os.path.join(self.workdir, METRICS_FILE), json.dumps(record) + "\n")
-            if self._tb is not None:
+            if self._events is not None:
                 for name, value in metrics.items():
                     if isinstance(_clean(value), (int, float)):
-                        self._tb.add_scalar(f"{split}/{name}", float(value), int(step))
+                        self._events.add_scalar(f"{split}/{name}", float(value), int(step))
         return record
 
     def write_timing(self, step: int, timings: Mapping[str, Any]) -> None:
@@ -105,9 +116,9 @@ class MetricWriter:
             return
         line = json.dumps({"step": int(step), **{k: _clean(v) for k, v in timings.items()}}) + "\n"
         _append(os.path.join(self.workdir, TIMINGS_FILE), line)
-        if self._tb is not None:
+        if self._events is not None:
             for name, value in timings.items():
-                self._tb.add_scalar(f"timing/{name}", float(value), int(step))
+                self._events.add_scalar(f"timing/{name}", float(value), int(step))
 
     def flush(self) -> None:
         if self._tb is not None:

@@ -107,12 +107,16 @@ class Task:
 
     Attributes:
       name: how configs name the task (``config.task``).
+      metric_modes: ``{metric: "min" | "max"}`` for the metrics of ``summarize``.
       num_classes: what the model's ``num_classes`` is set to when the zoo model takes one, or
         ``None`` for tasks whose model output size is not a class count (regression).
     """
 
     name: str = "task"
     num_classes: int | None = None
+    # The metrics ``summarize`` reports, each with the direction in which it improves ("min" or
+    # "max"): what ``config.checkpoint.best_metric`` / ``best_mode`` are checked against.
+    metric_modes: Mapping[str, str] = {"loss": "min"}
 
     def forward(self, apply: Apply, batch: Batch, key: jax.Array, *, train: bool) -> Outputs:
         del key, train
@@ -188,6 +192,7 @@ class ClassificationTask(Task):
     """
 
     name = "classification"
+    metric_modes = {"loss": "min", "accuracy": "max"}
 
     def __init__(self, num_classes: int, *, with_confusion: bool | None = None):
         self.num_classes = num_classes
@@ -252,6 +257,7 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
+    metric_modes = {"loss": "min", "accuracy": "max", "mean_iou": "max"}
 
     def __init__(self, num_classes: int, ignore_label: int = -1):
         self.num_classes = num_classes
@@ -317,6 +323,7 @@ class RegressionTask(Task):
     """
 
     name = "regression"
+    metric_modes = {"loss": "min", "mse": "min", "mae": "min"}
 
     def __init__(self, loss_name: str = "mse"):
         if loss_name not in ("mse", "mae"):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import kill_config
 import pytest
+from jaxcnn.cli import EXIT_PREEMPTED
 from fault_tools import (
     Child,
     checkpoint_dirs,
@@ -203,7 +204,7 @@ def test_interrupted_runs_resume_and_end_exactly_like_an_uninterrupted_run(tmp_p
             if kind in ("SIGTERM", "SIGINT"):
                 text = child.stdout
                 stopped = re.search(rf"Received {kind} at step (\d+): saved a checkpoint", text)
-                if info["returncode"] != 0 or stopped is None or int(stopped.group(1)) not in info["complete_steps"]:
+                if info["returncode"] != EXIT_PREEMPTED or stopped is None or int(stopped.group(1)) not in info["complete_steps"]:
                     problem(info, f"{info}: no clean stop with a checkpoint:\n{text[-1500:]}\n{child.stderr[-1500:]}")
                 else:
                     info["stopped_at"] = int(stopped.group(1))

@@ -109,3 +109,37 @@ def test_empty_directory_and_argument_errors(state, tmp_path):
     with pytest.raises(ValueError, match="best_mode"):
         Checkpointer(tmp_path, best_mode="largest")
     assert not os.listdir(tmp_path) or all(not d[0].isdigit() for d in os.listdir(tmp_path))
+
+
+def test_a_reader_without_config_ranks_as_the_writer_did(state, tmp_path):
+    # Step 2 scores best, then retention keeps only it and the latest: a reader that knows
+    # nothing of the run's config must still answer 2, not the latest step.
+    with Checkpointer(tmp_path, keep=1, best_metric="accuracy", best_mode="max", async_save=False) as ckpt:
+        for step, acc in {2: 0.9, 4: 0.5, 6: 0.3}.items():
+            ckpt.save(step, state, metrics={"accuracy": acc})
+    with Checkpointer(tmp_path, read_only=True, async_save=False) as reader:
+        assert reader.all_steps() == [2, 6]
+        assert (reader.best_step(), reader.best_metric, reader.best_mode) == (2, "accuracy", "max")
+    with Checkpointer(tmp_path / "min", keep=1, best_metric="loss", best_mode="min", async_save=False) as ckpt:
+        for step, loss in {2: 3.0, 4: 1.0, 6: 2.0}.items():
+            ckpt.save(step, state, metrics={"loss": loss})
+    with Checkpointer(tmp_path / "min", read_only=True, async_save=False) as reader:
+        assert reader.best_step() == 4
+
+
+def test_a_checkpoint_removed_while_read_is_not_reported_corrupt(state, tmp_path):
+    import shutil
+
+    from jaxcnn.train.checkpoint import CheckpointRemovedError, CorruptCheckpointError
+
+    with Checkpointer(tmp_path, async_save=False) as ckpt:
+        ckpt.save(1, state, config={"seed": 1})
+        ckpt.save(2, state)
+    with Checkpointer(tmp_path, read_only=True, async_save=False) as reader:
+        assert reader.read_config(1) == {"seed": 1} and reader.read_config(2) is None
+        shutil.rmtree(tmp_path / "1")  # what the writing run's retention does meanwhile
+        with pytest.raises(CheckpointRemovedError, match=r"step 1 .* was removed while being read") as info:
+            reader.restore_variables(1)
+        assert not isinstance(info.value, CorruptCheckpointError)
+        assert reader.restore_variables()["params"] is not None  # the latest is still there
+    assert not any(name.endswith(".corrupt") for name in os.listdir(tmp_path))
