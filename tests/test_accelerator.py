@@ -160,3 +160,13 @@ def test_code_version_names_the_sent_commit_when_the_copy_has_no_git(monkeypatch
     assert launch.code_version() == {"git_commit": "0123abcd", "git_dirty": None}
     monkeypatch.setattr(launch, "_git", lambda *args: "feedbeef" if args[0] == "rev-parse" else "")
     assert launch.code_version() == {"git_commit": "feedbeef", "git_dirty": False}  # git wins where there is one
+
+
+def test_full_sizes_refuse_to_start_without_a_gpu(tmp_path):
+    from experiments.accelerator.__main__ import main
+
+    with pytest.raises(SystemExit, match="JAX sees no GPU"):
+        main(["--out", str(tmp_path), "--phases", "bench"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["preflight"]["jax_backend"] == "cpu" and summary["phases"] == {}
+    assert "JAX sees no GPU" in summary["error"]

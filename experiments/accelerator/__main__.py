@@ -123,13 +123,13 @@ def junit_counts(path: Path) -> dict[str, int] | None:
     return {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
 
 
-def run_tests(out: Path, timeout: float, dry: bool, selection: list[str] | None) -> dict[str, Any]:
+def run_tests(out: Path, timeout: float, dry: bool, selection: list[str] | None, torch_device: str) -> dict[str, Any]:
     """pytest on the chosen tests; PyTorch's references on CUDA when it has one (see tests/conftest.py)."""
     extra = {
         # The parity grid checks formulas at float32 tolerances: no TF32 in JAX's float32 dots and convs.
         "JAX_DEFAULT_MATMUL_PRECISION": "highest",
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-        "JAXCNN_TEST_TORCH_DEVICE": os.environ.get("JAXCNN_TEST_TORCH_DEVICE") or _torch_device(),
+        "JAXCNN_TEST_TORCH_DEVICE": os.environ.get("JAXCNN_TEST_TORCH_DEVICE") or torch_device,
     }
     tests = selection or list(DRY_TESTS if dry else GPU_TESTS)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfE",
@@ -138,11 +138,22 @@ def run_tests(out: Path, timeout: float, dry: bool, selection: list[str] | None)
     return {**result, "selection": tests, "settings": extra, "counts": junit_counts(out / "tests.xml")}
 
 
-def _torch_device() -> str:
-    """``"cuda"`` when this machine's PyTorch sees a GPU, else ``"cpu"`` (asked in a child process)."""
-    probe = subprocess.run([sys.executable, "-c", "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')"],
-                           capture_output=True, text=True, timeout=120)
-    return probe.stdout.strip() or "cpu"
+PREFLIGHT = """
+import json, jax, flax, optax, orbax.checkpoint, torch
+print(json.dumps({"jax_backend": jax.default_backend(), "jax_device": jax.devices()[0].device_kind,
+                  "torch_cuda": torch.cuda.is_available(), "jax": jax.__version__, "flax": flax.__version__,
+                  "optax": optax.__version__, "orbax_checkpoint": orbax.checkpoint.__version__,
+                  "torch": torch.__version__}))
+"""
+
+
+def preflight() -> dict[str, Any]:
+    """What JAX and PyTorch see on this machine, and the versions (asked in a child process)."""
+    probe = subprocess.run([sys.executable, "-c", PREFLIGHT], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                           timeout=180)
+    if probe.returncode:
+        raise RuntimeError(f"the preflight import of jax, flax, optax, orbax and torch failed:\n{probe.stderr[-2000:]}")
+    return json.loads(probe.stdout.strip().splitlines()[-1])
 
 
 def run_bench(out: Path, timeout: float, dry: bool) -> dict[str, Any]:
@@ -307,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "must not exist")
     parser.add_argument("--pack", action="store_true", help="also tar the workdir (no checkpoints) into DIR")
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes, two tests, the :smoke config")
+    parser.add_argument("--allow-cpu", action="store_true", help="run full sizes even when JAX sees no GPU")
     args = parser.parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = sorted(set(phases) - {"tests", "bench", "train"})
@@ -331,7 +343,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(f"[{budget.elapsed():6.1f} s] summary written", flush=True)
 
+    try:
+        summary["preflight"] = preflight()
+    except (RuntimeError, subprocess.SubprocessError, ValueError) as err:
+        summary["error"] = str(err)
+        save()
+        raise SystemExit(summary["error"]) from None
     save()
+    if summary["preflight"]["jax_backend"] not in ("gpu", "cuda", "rocm") and not (args.dry_run or args.allow_cpu):
+        # Full-size steps on a CPU would spend the whole budget compiling: stop here, say why.
+        summary["error"] = f"JAX sees no GPU (backend {summary['preflight']['jax_backend']!r}); nothing run"
+        save()
+        raise SystemExit(summary["error"])
+    torch_device = "cuda" if summary["preflight"]["torch_cuda"] else "cpu"
     for phase in phases:
         left = budget.left() - args.reserve_s
         if left < (5 if args.dry_run else 30):
@@ -341,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"[{budget.elapsed():6.1f} s] {phase} ({left:.0f} s left)", flush=True)
         try:
             if phase == "tests":
-                summary["phases"]["tests"] = run_tests(out, min(args.tests_s, left), args.dry_run, args.tests)
+                summary["phases"]["tests"] = run_tests(out, min(args.tests_s, left), args.dry_run, args.tests, torch_device)
             elif phase == "bench":
                 summary["phases"]["bench"] = run_bench(out, min(args.bench_s, left), args.dry_run)
             else:

@@ -59,6 +59,8 @@ elif [[ -n "${1:-}" ]]; then
   exit 2
 fi
 
+# Start empty: wheels left from an earlier list would travel too (and two versions stop the install).
+rm -rf "$DEST"
 mkdir -p "$DEST"
 # pip matches each manylinux tag exactly, hence the list.
 platforms=()
