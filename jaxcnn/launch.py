@@ -175,8 +175,14 @@ def _git(*args: str) -> str | None:
 
 
 def code_version() -> dict[str, Any]:
-    """The git commit of the jaxcnn source and whether its tree had uncommitted changes."""
+    """The git commit of the jaxcnn source and whether its tree had uncommitted changes.
+
+    Where the source is a copy without its git history (a tree sent to another machine),
+    ``$JAXCNN_GIT_COMMIT`` names the commit it was copied from; whether it was clean is then unknown.
+    """
     commit = _git("rev-parse", "HEAD")
+    if commit is None and os.environ.get("JAXCNN_GIT_COMMIT"):
+        return {"git_commit": os.environ["JAXCNN_GIT_COMMIT"], "git_dirty": None}
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
 

@@ -1,4 +1,10 @@
-"""Test-wide JAX settings: fail loudly on silent dtype promotion and rank broadcasting."""
+"""Test-wide JAX settings: fail loudly on silent dtype promotion and rank broadcasting.
+
+``JAXCNN_TEST_TORCH_DEVICE`` (e.g. ``cuda``) runs the PyTorch references of the parity tests
+on that device: new tensors and modules are created there, ``torch.from_numpy`` copies there
+and ``Tensor.numpy()`` reads back to the host, so the tests need no change; TF32 is off, so
+the references keep float32 accuracy. Unset: PyTorch on the CPU, as in CI.
+"""
 
 import os
 
@@ -7,6 +13,28 @@ import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def _torch_references_on(device: str) -> None:
+    import torch
+
+    torch.set_default_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    from_numpy, to_numpy = torch.from_numpy, torch.Tensor.numpy
+
+    def from_numpy_on_device(array):
+        return from_numpy(array).to(device)
+
+    def numpy_from_device(self, *args, **kwargs):
+        return to_numpy(self.cpu() if self.device.type != "cpu" else self, *args, **kwargs)
+
+    torch.from_numpy = from_numpy_on_device
+    torch.Tensor.numpy = numpy_from_device
+
+
+if os.environ.get("JAXCNN_TEST_TORCH_DEVICE"):
+    _torch_references_on(os.environ["JAXCNN_TEST_TORCH_DEVICE"])
 
 
 @pytest.fixture(scope="session")

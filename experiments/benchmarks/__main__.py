@@ -15,7 +15,8 @@ Parts (each module's docstring says exactly what it measures):
 - ``micro`` (:mod:`.micro`): forward + backward of single conv and pooling layers;
 - ``passes`` (:mod:`.passes`): the forward pass, input gradient and kernel gradient of each
   conv layer of ``micro``, timed one by one against PyTorch's (where the gap lies);
-- ``gpu`` (:mod:`.gpu`): ResNet-50 bfloat16 images/s and MFU, skipped without a GPU.
+- ``gpu`` (:mod:`.gpu`): ResNet-50 bfloat16 images/s and MFU against PyTorch's on the same GPU,
+  skipped without a GPU.
 
 Timing is interleaved (:mod:`.timing`): within a group, every candidate runs once per round,
 for several rounds; a figure is the best round, a ratio best over best with the median of

@@ -152,6 +152,8 @@ def summary(data: dict[str, Any]) -> str:
         parts.append(
             f"GPU {gpu.get('device')}: {gpu.get('model')} batch {gpu.get('batch')}: "
             f"{_num(gpu.get('images_per_s_best'))} img/s, MFU {gpu.get('mfu')}"
+            + (f"; PyTorch {_num(gpu['frameworks']['torch']['images_per_s_best'])} img/s, jaxcnn "
+               f"x{gpu['jaxcnn_vs_torch']['speedup_best']:.2f}" if "jaxcnn_vs_torch" in gpu else "")
         )
     return "\n".join(f"- {p}" for p in parts)
 

@@ -20,10 +20,12 @@ batch already in memory: forward, cross-entropy loss, backward, Adam update (lea
   with its defaults, contiguous or ``channels_last`` memory format for model and batch, with
   PyTorch's default thread count; ``... 1 thread`` the same with ``torch.set_num_threads(1)``
   (on a loaded 2-core machine PyTorch's OpenMP threads wait on each other and one thread is
-  often several times faster). jaxcnn is compared with the fastest of the four.
+  often several times faster). jaxcnn is compared with the fastest of the four. With
+  ``torch_device="cuda"`` (a GPU run) model and batch live on the GPU.
 
 Every JAX step blocks on its result before the next starts (as a loop reading the loss
-would); PyTorch eager is synchronous anyway.
+would); PyTorch eager is synchronous on the CPU, and a CUDA step ends with
+``torch.cuda.synchronize()``.
 
 Memory, per candidate, honest about what each figure is:
 
@@ -121,7 +123,7 @@ def _jax_memory(compiled) -> dict[str, Any]:
     return {"method": "xla memory_analysis: arguments + outputs - aliased + temporaries", "bytes": total, **parts}
 
 
-def _jax_candidate(
+def jax_candidate(
     name: str, step: Callable, carry: Any, args: tuple, kernels: bool = False, jaxcnn_jit: bool = False
 ) -> Candidate:
     """AOT-compiles ``step(carry, *args) -> (carry, aux)`` with the carry donated: by
@@ -179,7 +181,7 @@ def _jaxcnn_candidate(
         state = create_train_state(model, tx, jax.random.PRNGKey(0), jnp.asarray(x[:1]))
     step = make_train_step(model, task, tx)
     batch = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
-    return _jax_candidate(name, lambda s, b: step(s, b), state, (batch,), kernels, jaxcnn_jit)
+    return jax_candidate(name, lambda s, b: step(s, b), state, (batch,), kernels, jaxcnn_jit)
 
 
 def _flax_candidate(model_name: str, x: np.ndarray, y: np.ndarray) -> Candidate:
@@ -196,7 +198,7 @@ def _flax_candidate(model_name: str, x: np.ndarray, y: np.ndarray) -> Candidate:
 
     params = variables["params"]
     carry = (params, variables.get("batch_stats", {}), tx.init(params))
-    return _jax_candidate("flax.linen", _plain_step(apply_fn, tx), carry, (jnp.asarray(x), jnp.asarray(y)))
+    return jax_candidate("flax.linen", _plain_step(apply_fn, tx), carry, (jnp.asarray(x), jnp.asarray(y)))
 
 
 def _lax_candidate(model_name: str, x: np.ndarray, y: np.ndarray) -> Candidate:
@@ -206,7 +208,7 @@ def _lax_candidate(model_name: str, x: np.ndarray, y: np.ndarray) -> Candidate:
     tx = optax.adam(LEARNING_RATE)
     carry = (params, state, tx.init(params))
     step = _plain_step(lambda p, s, inputs: apply(p, s, inputs, True), tx)
-    return _jax_candidate("lax", step, carry, (jnp.asarray(x), jnp.asarray(y)))
+    return jax_candidate("lax", step, carry, (jnp.asarray(x), jnp.asarray(y)))
 
 
 def _torch_peak_bytes(step: Callable[[], None]) -> int:
@@ -240,7 +242,7 @@ def _with_threads(fn: Callable[[], None], threads: int) -> Callable[[], None]:
     return run
 
 
-def _torch_candidate(model_name: str, x: np.ndarray, y: np.ndarray, name: str) -> Candidate:
+def _torch_candidate(model_name: str, x: np.ndarray, y: np.ndarray, name: str, device: str = "cpu") -> Candidate:
     import torch
     import torch.nn.functional as torch_f
 
@@ -251,6 +253,8 @@ def _torch_candidate(model_name: str, x: np.ndarray, y: np.ndarray, name: str) -
     model = peers.torch_model(model_name, spec["input"][-1], spec["classes"])
     xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
     yt = torch.from_numpy(y.astype(np.int64))
+    cuda = device.startswith("cuda")
+    model, xt, yt = model.to(device), xt.to(device), yt.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         xt = xt.contiguous(memory_format=torch.channels_last)
@@ -262,8 +266,15 @@ def _torch_candidate(model_name: str, x: np.ndarray, y: np.ndarray, name: str) -
         loss = torch_f.cross_entropy(model(xt), yt)
         loss.backward()
         opt.step()
+        if cuda:  # CUDA runs asynchronously; each JAX step blocks on its result too
+            torch.cuda.synchronize()
 
     run = _with_threads(step, torch_threads(name))
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        run()  # the optimizer state
+        return Candidate(name, run, {"method": "torch.cuda.max_memory_allocated over the first step",
+                                     "bytes": int(torch.cuda.max_memory_allocated())})
 
     run()  # creates the optimizer state
     resident = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -285,7 +296,8 @@ def _torch_candidate(model_name: str, x: np.ndarray, y: np.ndarray, name: str) -
     return Candidate(name, run, memory)
 
 
-def build(model_name: str, batch: int, frameworks: tuple[str, ...]) -> dict[str, Candidate]:
+def build(model_name: str, batch: int, frameworks: tuple[str, ...], torch_device: str = "cpu") -> dict[str, Candidate]:
+    """The candidates of one group; PyTorch's on ``torch_device`` (``"cpu"``, ``"cuda"``)."""
     x, y = _batch(model_name, batch)
     out: dict[str, Candidate] = {}
     for fw in frameworks:
@@ -302,7 +314,7 @@ def build(model_name: str, batch: int, frameworks: tuple[str, ...]) -> dict[str,
         elif fw == "lax":
             out[fw] = _lax_candidate(model_name, x, y)
         elif fw in TORCH_FRAMEWORKS:
-            out[fw] = _torch_candidate(model_name, x, y, fw)
+            out[fw] = _torch_candidate(model_name, x, y, fw, torch_device)
         else:
             raise ValueError(f"unknown framework {fw!r}; expected one of {FRAMEWORKS}")
     return out
@@ -328,13 +340,14 @@ def run(
     rounds: int,
     block_s: float,
     log: Callable[[str], None] = print,
+    torch_device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Measures every (model, batch) group, frameworks interleaved; returns one row per candidate."""
     rows = []
     for model_name in models:
         for batch in batch_sizes[model_name]:
             log(f"train: {model_name} batch {batch}: building {', '.join(frameworks)}")
-            candidates = build(model_name, batch, frameworks)
+            candidates = build(model_name, batch, frameworks, torch_device)
             reps = _reps(candidates, block_s)
             timings = interleave({k: c.run for k, c in candidates.items()}, rounds=rounds, reps=reps)
             flops = next((c.flops for k, c in candidates.items() if k == "lax" and c.flops), None)
