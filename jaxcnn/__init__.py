@@ -7,7 +7,13 @@ loop, checkpoints); ``kernels``, ``shapes`` and ``compilation`` sit beside ``fun
 jaxcnn compiles its steps with are given per computation (:func:`compiler_options`).
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:
+    # The version lives in pyproject.toml only; an installed (or editable) jaxcnn reports it.
+    __version__ = _metadata.version("jaxcnn")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from jaxcnn import functional, kernels, shapes
 from jaxcnn.compilation import compiler_options
