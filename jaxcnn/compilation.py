@@ -8,7 +8,7 @@ convolution to 64 channels: 5.4 ms against 2.9 ms, and 10.7 against 3.1 ms in on
 interleaved run; ``(8, 64, 64, 64)`` to 64: 16.0 ms against 10.0 ms). Keeping YNNPACK for
 dots and reductions only made whole training steps up to 1.5x faster (ResNet-18 and U-Net
 about 1.5x, LeNet-5 about 1.1x, SimpleCNN 1.0-1.07x; ``python -m experiments.benchmarks``
-measures it, the README's performance section has the figures).
+measures it, the documentation's performance page has the figures).
 
 What. :func:`compiler_options` returns the options to pass to ``jax.jit(...,
 compiler_options=...)``: :data:`CPU_OPTIONS` on the CPU backend, nothing elsewhere.

@@ -269,7 +269,7 @@ class GroupNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """Layer normalisation over the trailing ``normalized_ndim`` axes (:func:`F.layer_norm`)."""
+    """Layer normalisation over the trailing ``normalized_ndim`` axes (:func:`jaxcnn.functional.layer_norm`)."""
 
     normalized_ndim: int = 1
     eps: float = 1e-5

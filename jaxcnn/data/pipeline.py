@@ -138,8 +138,10 @@ class BatchLoader:
       buffer_size: batches built ahead of the consumer.
 
     Attributes:
-      steps_per_epoch, num_steps (None when endless), local_batch_size, dataset (a
-      ``grain.MapDataset`` whose item ``k`` is the batch of step ``k``).
+      steps_per_epoch: batches in one epoch.
+      num_steps: batches in the whole run; ``None`` when endless.
+      local_batch_size: rows of each batch that this process reads (``batch_size / shard_count``).
+      dataset: a ``grain.MapDataset`` whose item ``k`` is the batch of step ``k``.
 
     Example::
 

@@ -148,7 +148,7 @@ def conv(
         backend for float32/float64 NHWC convolutions with ``groups=1``, computes the kernel
         gradient (and, for very thin channel counts, the forward pass and the input
         gradient) as matrix products on im2col patches, several times faster on XLA:CPU
-        (:mod:`jaxcnn.functional._fast_conv`); a 1x1 convolution without padding is one
+        (``jaxcnn.functional._fast_conv``); a 1x1 convolution without padding is one
         matrix product of the (strided) input's rows with the kernel; grouped convolutions
         run as one dense convolution with a block-diagonal kernel (few channels per group or
         many groups, up to 128 channels), one convolution per group (up to 8 groups) or a

@@ -146,10 +146,12 @@ def cross_entropy(
     Args:
       logits: unnormalised class scores, ``(N, K)``, ``(K,)`` or ``(N, *spatial, K)``
         (``layout="NHWC"``, class axis last) / ``(N, K, *spatial)`` (``layout="NCHW"``).
-      labels: the kind is decided by dtype —
+      labels: the kind is decided by dtype:
+
         * integer: class indices of the shape of ``logits`` without the class axis, e.g.
           ``(N,)`` or ``(N, H, W)`` for segmentation;
         * floating: class probabilities (one-hot or soft) of the shape of ``logits``.
+
       weight: optional ``(K,)`` per-class rescaling (PyTorch's ``weight``).
       label_smoothing: in ``[0, 1]``; the target becomes ``(1 - s) * target + s / K``.
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per position, the labels' shape without

@@ -167,7 +167,7 @@ class Checkpointer:
 
     Args:
       directory: folder of the step sub-folders (created when missing).
-      every_steps: :meth:`should_save` is true every that many steps (0: never, only forced saves).
+      every_steps: :meth:`Checkpointer.should_save` is true every that many steps (0: never, only forced saves).
       keep: number of most recent checkpoints kept (>= 1).
       best_metric: also keep the best checkpoint by ``metrics[best_metric]`` (given to :meth:`save`).
       best_mode: ``"max"`` or ``"min"`` for ``best_metric``.
@@ -262,6 +262,7 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def should_save(self, step: int) -> bool:
+        """Whether ``step`` is on the ``every_steps`` cadence (never step 0, never when it is 0)."""
         return self.every_steps > 0 and step > 0 and step % self.every_steps == 0
 
     # -- saving --------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def train_and_evaluate(
       NonFiniteError: the loss, gradients or state became NaN/Inf (the message names the step).
       CheckpointWriteError: a checkpoint could not be written (names the checkpoints still intact).
       CorruptCheckpointError: resuming, but no checkpoint in the workdir reads back intact.
-      ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`check_resume_config`).
+      ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`jaxcnn.train.loop.check_resume_config`).
     """
     # SIGTERM/SIGINT from here on (data loading, compilation included) stop at the next step.
     with _StopSignal() as stop:
@@ -225,7 +225,7 @@ def check_resume_config(config: ml_collections.ConfigDict, workdir: str | os.Pat
 
 
 def data_parallel_for(config: ml_collections.ConfigDict) -> DataParallel:
-    """The run's :class:`DataParallel`; raises ``ValueError`` naming ``config.num_devices`` or a
+    """The run's :class:`jaxcnn.train.DataParallel`; raises ``ValueError`` naming ``config.num_devices`` or a
     batch size that does not split evenly over the devices (checked before anything is compiled)."""
     devices = jax.local_devices() if config.parallel == "pmap" else jax.devices()
     if config.num_devices:
