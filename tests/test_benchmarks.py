@@ -89,16 +89,23 @@ def test_quick_benchmark_writes_schema(tmp_path):
     assert "| conv 3x3 | kernel gradient |" in report.stdout
 
 
-def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
+def test_performance_page_block_is_replaced_and_the_rest_kept(tmp_path):
     from experiments.benchmarks import report
 
-    readme = tmp_path / "README.md"
-    readme.write_text("# title\n\nbefore\n<!-- performance -->\nold table\n<!-- /performance -->\nafter\n")
-    report.write_into_readme("| a |\n|---|\n| 1 |", readme)
-    assert readme.read_text() == "# title\n\nbefore\n<!-- performance -->\n| a |\n|---|\n| 1 |\n<!-- /performance -->\nafter\n"
-    readme.write_text("no markers\n")
+    page = tmp_path / "performance.md"
+    page.write_text("# title\n\nbefore\n<!-- performance -->\nold table\n<!-- /performance -->\nafter\n")
+    report.write_into_page("| a |\n|---|\n| 1 |", page)
+    assert page.read_text() == "# title\n\nbefore\n<!-- performance -->\n| a |\n|---|\n| 1 |\n<!-- /performance -->\nafter\n"
+    page.write_text("no markers\n")
     with pytest.raises(SystemExit, match="must hold one"):
-        report.write_into_readme("x", readme)
+        report.write_into_page("x", page)
+
+
+def test_the_performance_page_holds_the_generated_block():
+    from experiments.benchmarks import report
+
+    content = report.PERFORMANCE_PAGE.read_text()
+    assert all(content.count(marker) == 1 for marker in report.MARKERS)
 
 
 def test_profile_sums_operation_events_per_step_and_by_kind():

@@ -1,8 +1,9 @@
-"""Tables from a benchmark JSON: ``python -m experiments.benchmarks.report [--markdown|--readme] [path]``.
+"""Tables from a benchmark JSON: ``python -m experiments.benchmarks.report [--markdown|--docs] [path]``.
 
 Every figure printed here is read from the JSON that ``python -m experiments.benchmarks``
-wrote; nothing is typed by hand. ``--markdown`` prints GitHub tables; ``--readme`` writes
-them into README.md between the ``<!-- performance -->`` markers.
+wrote; nothing is typed by hand. ``--markdown`` prints GitHub tables; ``--docs`` writes
+them into the documentation's performance page (docs/performance.md) between the
+``<!-- performance -->`` markers.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "results" / "bench.json"
-README = Path(__file__).resolve().parents[2] / "README.md"
-README_MARKERS = ("<!-- performance -->", "<!-- /performance -->")
+PERFORMANCE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
+MARKERS = ("<!-- performance -->", "<!-- /performance -->")
 
 # The issue's goals: jaxcnn's train step against PyTorch eager's best layout (speedup, higher is
 # better), and no convolution microbenchmark slower than 1.5x PyTorch's best.
@@ -169,28 +170,28 @@ def render(data: dict[str, Any], markdown: bool) -> str:
     return "\n".join(out)
 
 
-def write_into_readme(text: str, readme: Path = README) -> None:
-    """Replaces what lies between the README's performance markers with ``text``."""
-    start, end = README_MARKERS
-    content = readme.read_text()
+def write_into_page(text: str, page: Path = PERFORMANCE_PAGE) -> None:
+    """Replaces what lies between the page's performance markers with ``text``."""
+    start, end = MARKERS
+    content = page.read_text()
     if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
-        raise SystemExit(f"{readme} must hold one {start} ... {end} block")
+        raise SystemExit(f"{page} must hold one {start} ... {end} block")
     head, rest = content.split(start)
     _, tail = rest.split(end)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    page.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
     parser.add_argument("--markdown", action="store_true", help="GitHub markdown tables")
-    parser.add_argument("--readme", action="store_true", help="write the markdown tables into README.md")
+    parser.add_argument("--docs", action="store_true", help=f"write the markdown tables into {PERFORMANCE_PAGE.name}")
     args = parser.parse_args(argv)
     with open(args.path) as f:
-        text = render(json.load(f), args.markdown or args.readme)
-    if args.readme:
-        write_into_readme(text)
-        print(f"wrote the tables from {args.path} into {README}")
+        text = render(json.load(f), args.markdown or args.docs)
+    if args.docs:
+        write_into_page(text)
+        print(f"wrote the tables from {args.path} into {PERFORMANCE_PAGE}")
     else:
         print(text)
 
