@@ -101,11 +101,27 @@ def test_performance_page_block_is_replaced_and_the_rest_kept(tmp_path):
         report.write_into_page("x", page)
 
 
+def test_readme_summary_gives_the_train_step_ratios():
+    from experiments.benchmarks import report
+
+    data = {"environment": {"cpu": "CPU", "cpu_count": 2, "date": "2026-01-02T00:00:00"}, "train": [
+        {"model": "M", "batch": 4, "framework": "jaxcnn", "images_per_s_best": 300.0,
+         "vs_best_torch": {"torch": "torch NCHW", "speedup_best": 1.5}},
+        {"model": "M", "batch": 4, "framework": "flax.linen", "images_per_s_best": 120.0},
+        {"model": "M", "batch": 4, "framework": "torch NCHW", "images_per_s_best": 200.0},
+    ]}
+    table = report.ratio_table(data)
+    assert "| M | 4 | 300 | 2.50x | 1.50x |" in table  # 300 / 120 and 300 / 200
+    assert "CPU x 2, 2026-01-02" in table
+
+
 def test_the_performance_page_holds_the_generated_block():
     from experiments.benchmarks import report
 
     content = report.PERFORMANCE_PAGE.read_text()
     assert all(content.count(marker) == 1 for marker in report.MARKERS)
+    readme = report.README.read_text()
+    assert all(readme.count(marker) == 1 for marker in report.README_MARKERS)
 
 
 def test_profile_sums_operation_events_per_step_and_by_kind():
