@@ -64,6 +64,12 @@ def _directive(obj: object) -> str:
     return "autodata"
 
 
+def _is_flax_module(obj: object) -> bool:
+    import flax.linen as nn
+
+    return inspect.isclass(obj) and issubclass(obj, nn.Module)
+
+
 def _entry(path: str, obj: object) -> str:
     # autodoc's directives run in reStructuredText: MyST's own directive syntax renders nothing.
     directive = _directive(obj)
@@ -72,6 +78,10 @@ def _entry(path: str, obj: object) -> str:
         options.append(":no-value:")  # a long repr (a dict of classes, a partial) says less than the docstring
     if directive == "autoclass":
         options.append(":members:")
+        if _is_flax_module(obj):
+            # A module's fields are its constructor arguments: list them with types and defaults,
+            # including those of a private base (not flax's own Module attributes).
+            options += [":undoc-members:", ":inherited-members: Module", ":exclude-members: name, parent, scope"]
         if "__call__" in vars(obj):
             options.append(":special-members: __call__")
     return "\n".join(["```{eval-rst}", f".. {directive}:: {path}", *(f"   {o}" for o in options), "```", ""])

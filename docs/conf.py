@@ -120,7 +120,7 @@ def _data_docstring(app, what, name, obj, options, lines) -> None:
         arguments = ", ".join(f"{k}={getattr(v, '__name__', repr(v))}" for k, v in obj.keywords.items())
         lines[:] = [f":class:`{obj.func.__module__}.{obj.func.__name__}` with ``{arguments}``."]
     elif hasattr(obj, "__origin__"):  # Batch = dict[str, Any]
-        lines[:] = [f"A type alias for ``{obj!r}``."]
+        lines.clear()  # autodoc adds "alias of ..."
     elif inspect.getdoc(type(obj)) and "\n".join(lines).strip() == inspect.getdoc(type(obj)).strip():
         lines.clear()
 

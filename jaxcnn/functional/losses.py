@@ -372,7 +372,17 @@ def _binary_cross_entropy_with_logits(logits, targets, weight, pos_weight, *, re
 def mse(predictions: Any, targets: Any, *, reduction: str = "mean") -> jnp.ndarray:
     """Squared error ``(predictions - targets) ** 2`` (``F.mse_loss``); the shapes must match.
 
-    ``reduction``: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+    Args:
+      predictions: a floating array of any shape, e.g. ``(N, D)``.
+      targets: a floating array of the same shape.
+      reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+      A scalar (``"mean"``, ``"sum"``), or the squared errors of the inputs' shape (``"none"``).
+
+    Raises:
+      ValueError: the shapes differ, or ``reduction`` is unknown.
+      TypeError: an input is not floating.
     """
     op = "mse"
     predictions, targets = _same_shape_float(predictions, targets, ("predictions", "targets"), op)

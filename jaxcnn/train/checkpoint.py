@@ -259,6 +259,7 @@ class Checkpointer:
         return self._manager.best_step()
 
     def all_steps(self) -> list[int]:
+        """Steps of the checkpoints in the folder, ascending."""
         return sorted(self._manager.all_steps())
 
     def should_save(self, step: int) -> bool:
@@ -329,6 +330,7 @@ class Checkpointer:
         self._pending = None
 
     def close(self) -> None:
+        """Waits for pending asynchronous saves, then releases the checkpoint manager."""
         try:
             self.wait()
         finally:
