@@ -16,6 +16,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -146,9 +147,34 @@ def _resolve_in_packages(app, env, node, contnode):
     return None
 
 
+_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s#]+)(#[^)\s]*)?\)")
+
+
+def _repository_links(app, docname, source) -> None:
+    """A guide's link to a repository file outside docs/ (``../README.md``, a config) becomes its
+    text and path: such files are not pages of the site, and GitHub still shows the link in the
+    Markdown. Links between pages stay links, and a broken one still fails the build."""
+    path = Path(app.env.doc2path(docname))
+    if path.suffix != ".md":
+        return
+
+    def replace(match: re.Match) -> str:
+        text, target = match.group(1), match.group(2)
+        if re.match(r"[a-z]+:", target):
+            return match.group(0)  # https:, mailto:, project: ...
+        resolved = (path.parent / target).resolve()
+        if DOCS in resolved.parents or resolved == DOCS:
+            return match.group(0)
+        relative = resolved.relative_to(ROOT) if ROOT in resolved.parents else Path(target)
+        return f"{text} (`{relative.as_posix()}`)"
+
+    source[0] = _LINK.sub(replace, source[0])
+
+
 def setup(app) -> None:
     app.connect("autodoc-process-docstring", _data_docstring, priority=100)  # before napoleon
     app.connect("missing-reference", _resolve_in_packages)
+    app.connect("source-read", _repository_links)
 
 
 _generate_config_fields()
