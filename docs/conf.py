@@ -40,6 +40,8 @@ extensions = [
 ]
 
 # Guides written by several people are picked up by a glob in index.md; the rest is listed.
+# Heading-level style (a page whose sections start at H3, say) is not an error; links are checked.
+suppress_warnings = ["myst.header"]
 exclude_patterns = ["_build", "_generated", "**/.ipynb_checkpoints", "README.md"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 
