@@ -8,7 +8,13 @@ on explicitly; ``data`` stands alone. Importing jaxcnn changes no global JAX or 
 loads Flax only when a name that needs it (``summary``) is used.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:
+    # The version lives in pyproject.toml only; an installed (or editable) jaxcnn reports it.
+    __version__ = _metadata.version("jaxcnn")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from jaxcnn import functional, kernels, shapes
 

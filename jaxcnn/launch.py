@@ -214,6 +214,7 @@ def environment() -> dict[str, Any]:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a ``.jsonl`` file, one per non-empty line; ``[]`` if it is missing."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -257,6 +258,7 @@ def write_run_record(workdir: str | os.PathLike, config: ml_collections.ConfigDi
 
 
 def command_line() -> list[str]:
+    """This process's command line as typed (program name without its folder), for ``run.json``."""
     return [Path(sys.argv[0]).name, *sys.argv[1:]]
 
 

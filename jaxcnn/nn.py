@@ -86,6 +86,26 @@ class Conv(_ConvBase):
 
     Parameters: ``kernel`` ``(*window, C_in // groups, features)`` (NHWC) or
     ``(features, C_in // groups, *window)`` (NCHW), and ``bias`` ``(features,)``.
+    Called as ``conv(x)`` with ``x`` ``(N, *spatial, C_in)`` (NHWC) or ``(N, C_in, *spatial)``
+    (NCHW), floating; returns ``(N, *spatial_out, features)`` (or NCHW). A bad shape or
+    argument raises ``ValueError``/``TypeError`` naming the layer, before initialisation.
+
+    Args:
+      features: output channels ``C_out``.
+      kernel_size: window, an int (every spatial axis) or one per axis.
+      stride: an int or one per axis.
+      dilation: an int or one per axis.
+      groups: ``C_in`` and ``features`` split into this many groups (``groups=C_in``: depthwise).
+      use_bias: add a ``(features,)`` bias.
+      layout: ``"NHWC"`` (channels last) or ``"NCHW"`` (PyTorch's order, for inputs and kernel).
+      dtype: the compute dtype (e.g. ``jnp.bfloat16``); ``None``: promoted from the inputs.
+      param_dtype: the dtype parameters are stored in.
+      kernel_init: ``None``: :func:`fan_in_init` (PyTorch's default init) for ``layout``.
+      bias_init: initializer of the bias.
+      precision: ``lax`` precision of the convolution.
+      padding: ``"VALID"``, ``"SAME"``, an int, one per axis or ``(lo, hi)`` pairs.
+      padding_mode: ``"zeros"``, ``"constant"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+      pad_value: the value of ``"constant"`` padding.
     """
 
     padding: Any = "VALID"
@@ -139,7 +159,19 @@ class ConvTranspose(_ConvBase):
 
 
 class Dense(nn.Module):
-    """Fully connected layer over :func:`jaxcnn.functional.dense`: ``kernel`` ``(in, features)``."""
+    """Fully connected layer over :func:`jaxcnn.functional.dense`: ``kernel`` ``(in, features)``.
+
+    Called as ``dense(x)`` with ``x`` ``(..., in)`` floating; returns ``(..., features)``.
+
+    Args:
+      features: output features.
+      use_bias: add a ``(features,)`` bias.
+      dtype: the compute dtype; ``None``: promoted from the inputs.
+      param_dtype: the dtype parameters are stored in.
+      kernel_init: initializer of the ``(in, features)`` kernel (Flax's LeCun normal).
+      bias_init: initializer of the bias.
+      precision: ``lax`` precision of the matmul.
+    """
 
     features: int
     use_bias: bool = True
@@ -172,6 +204,21 @@ class BatchNorm(nn.Module):
     Running ``mean``/``var`` live in the ``batch_stats`` collection and are updated when
     ``train=True`` and ``batch_stats`` is mutable. ``axis_name`` synchronises the statistics
     across devices (``shard_map``/``pmap``).
+
+    Called as ``bn(x, train)`` with ``x`` ``(N, ..., C)`` (NHWC) or ``(N, C, ...)`` (NCHW):
+    batch statistics when ``train``, the running ones otherwise; returns ``x``'s shape.
+
+    Args:
+      momentum: weight of the new batch statistic in the running ones.
+      eps: added to the variance.
+      use_scale: learn a ``(C,)`` scale.
+      use_bias: learn a ``(C,)`` shift.
+      axis_name: the mapped axis to average statistics over (``None``: this device's batch).
+      layout: where the channel axis is, ``"NHWC"`` or ``"NCHW"``.
+      dtype: the compute dtype; ``None``: promoted from the inputs.
+      param_dtype: the dtype parameters and statistics are stored in.
+      scale_init: initializer of the scale.
+      bias_init: initializer of the shift.
     """
 
     momentum: float = 0.1
@@ -243,7 +290,7 @@ class GroupNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """Layer normalisation over the trailing ``normalized_ndim`` axes (:func:`F.layer_norm`)."""
+    """Layer normalisation over the trailing ``normalized_ndim`` axes (:func:`jaxcnn.functional.layer_norm`)."""
 
     normalized_ndim: int = 1
     eps: float = 1e-5

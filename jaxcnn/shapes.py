@@ -2,7 +2,7 @@
 
 Everything here is plain Python on ints, so it runs in a config file, a docstring or a test
 before any array exists. The formulas are those of PyTorch and of
-:mod:`jaxcnn.functional` (which agree):
+:mod:`jaxcnn.functional` (which agree)::
 
     conv:            out = floor((in + lo + hi - d * (k - 1) - 1) / s) + 1
     pool, ceil_mode: out = ceil(...) + 1, minus 1 if the last window would start in the

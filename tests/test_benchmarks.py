@@ -89,16 +89,39 @@ def test_quick_benchmark_writes_schema(tmp_path):
     assert "| conv 3x3 | kernel gradient |" in report.stdout
 
 
-def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
+def test_performance_page_block_is_replaced_and_the_rest_kept(tmp_path):
     from experiments.benchmarks import report
 
-    readme = tmp_path / "README.md"
-    readme.write_text("# title\n\nbefore\n<!-- performance -->\nold table\n<!-- /performance -->\nafter\n")
-    report.write_into_readme("| a |\n|---|\n| 1 |", readme)
-    assert readme.read_text() == "# title\n\nbefore\n<!-- performance -->\n| a |\n|---|\n| 1 |\n<!-- /performance -->\nafter\n"
-    readme.write_text("no markers\n")
+    page = tmp_path / "performance.md"
+    page.write_text("# title\n\nbefore\n<!-- performance -->\nold table\n<!-- /performance -->\nafter\n")
+    report.write_into_page("| a |\n|---|\n| 1 |", page)
+    assert page.read_text() == "# title\n\nbefore\n<!-- performance -->\n| a |\n|---|\n| 1 |\n<!-- /performance -->\nafter\n"
+    page.write_text("no markers\n")
     with pytest.raises(SystemExit, match="must hold one"):
-        report.write_into_readme("x", readme)
+        report.write_into_page("x", page)
+
+
+def test_readme_summary_gives_the_train_step_ratios():
+    from experiments.benchmarks import report
+
+    data = {"environment": {"cpu": "CPU", "cpu_count": 2, "date": "2026-01-02T00:00:00"}, "train": [
+        {"model": "M", "batch": 4, "framework": "jaxcnn", "images_per_s_best": 300.0,
+         "vs_best_torch": {"torch": "torch NCHW", "speedup_best": 1.5}},
+        {"model": "M", "batch": 4, "framework": "flax.linen", "images_per_s_best": 120.0},
+        {"model": "M", "batch": 4, "framework": "torch NCHW", "images_per_s_best": 200.0},
+    ]}
+    table = report.ratio_table(data)
+    assert "| M | 4 | 300 | 2.50x | 1.50x |" in table  # 300 / 120 and 300 / 200
+    assert "CPU x 2, 2026-01-02" in table
+
+
+def test_the_performance_page_holds_the_generated_block():
+    from experiments.benchmarks import report
+
+    content = report.PERFORMANCE_PAGE.read_text()
+    assert all(content.count(marker) == 1 for marker in report.MARKERS)
+    readme = report.README.read_text()
+    assert all(readme.count(marker) == 1 for marker in report.README_MARKERS)
 
 
 def test_profile_sums_operation_events_per_step_and_by_kind():

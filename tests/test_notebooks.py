@@ -4,6 +4,9 @@ Every notebook is executed in a fresh ``python3`` kernel with ``notebooks/`` as 
 directory. jupyter_client starts the kernelspec's ``python`` as this interpreter
 (``sys.executable``), so the kernel sees the same environment as pytest; nothing has to be
 registered with ``ipykernel install``. Notebooks that load a dataset need ``JAXCNN_DATA_DIR``.
+
+Each executed notebook is stored, outputs and all, in ``notebooks/_executed/`` (not committed):
+the documentation build renders those copies instead of running the notebooks a second time.
 """
 
 import ast
@@ -16,6 +19,7 @@ nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+EXECUTED_DIR = NOTEBOOKS_DIR / "_executed"  # read by docs/conf.py
 CELL_TIMEOUT_S = 300
 
 
@@ -95,3 +99,5 @@ def test_notebook_runs(path, monkeypatch, request):
         if output.get("output_type") == "error"
     ]
     assert not errors, errors
+    EXECUTED_DIR.mkdir(exist_ok=True)
+    nbformat.write(nb, EXECUTED_DIR / path.name)

@@ -1,8 +1,10 @@
-"""Tables from a benchmark JSON: ``python -m experiments.benchmarks.report [--markdown|--readme] [path]``.
+"""Tables from a benchmark JSON: ``python -m experiments.benchmarks.report [--markdown|--docs] [path]``.
 
 Every figure printed here is read from the JSON that ``python -m experiments.benchmarks``
-wrote; nothing is typed by hand. ``--markdown`` prints GitHub tables; ``--readme`` writes
-them into README.md between the ``<!-- performance -->`` markers.
+wrote; nothing is typed by hand. ``--markdown`` prints GitHub tables; ``--docs`` writes
+them into the documentation's performance page (docs/performance.md) between the
+``<!-- performance -->`` markers, and a summary of the train-step ratios into README.md
+between the ``<!-- performance-summary -->`` markers.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "results" / "bench.json"
+PERFORMANCE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
+MARKERS = ("<!-- performance -->", "<!-- /performance -->")
 README = Path(__file__).resolve().parents[2] / "README.md"
-README_MARKERS = ("<!-- performance -->", "<!-- /performance -->")
+README_MARKERS = ("<!-- performance-summary -->", "<!-- /performance-summary -->")
 
 # The issue's goals: jaxcnn's train step against PyTorch eager's best layout (speedup, higher is
 # better), and no convolution microbenchmark slower than 1.5x PyTorch's best.
@@ -171,28 +175,52 @@ def render(data: dict[str, Any], markdown: bool) -> str:
     return "\n".join(out)
 
 
-def write_into_readme(text: str, readme: Path = README) -> None:
-    """Replaces what lies between the README's performance markers with ``text``."""
-    start, end = README_MARKERS
-    content = readme.read_text()
+def ratio_table(data: dict[str, Any]) -> str:
+    """The README's summary: each train step's jaxcnn speed against flax.linen and PyTorch."""
+    by_key: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
+    for row in data.get("train", []):
+        by_key[(row["model"], row["batch"])][row["framework"]] = row
+    rows = []
+    for (model, batch), by_fw in by_key.items():
+        ours = by_fw.get("jaxcnn")
+        if ours is None:
+            continue
+        flax = by_fw.get("flax.linen")
+        vs_flax = f"{ours['images_per_s_best'] / flax['images_per_s_best']:.2f}x" if flax else "-"
+        vs_torch = ours.get("vs_best_torch")
+        rows.append([model, str(batch), _num(ours["images_per_s_best"]), vs_flax,
+                     f"{vs_torch['speedup_best']:.2f}x" if vs_torch else "-"])
+    table = _table(["model", "batch", "jaxcnn img/s", "vs flax.linen", "vs best PyTorch eager"], rows, True)
+    env = data.get("environment", {})
+    host = f"{env.get('cpu', 'the benchmark host')} x {env.get('cpu_count', '?')}, {env.get('date', '')[:10]}"
+    return f"Train steps, float32, images/s and speed ratios (higher is faster; {host}):\n\n{table}"
+
+
+def write_into_page(text: str, page: Path = PERFORMANCE_PAGE, markers: tuple[str, str] = MARKERS) -> None:
+    """Replaces what lies between the page's ``markers`` with ``text``."""
+    start, end = markers
+    content = page.read_text()
     if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
-        raise SystemExit(f"{readme} must hold one {start} ... {end} block")
+        raise SystemExit(f"{page} must hold one {start} ... {end} block")
     head, rest = content.split(start)
     _, tail = rest.split(end)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    page.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
     parser.add_argument("--markdown", action="store_true", help="GitHub markdown tables")
-    parser.add_argument("--readme", action="store_true", help="write the markdown tables into README.md")
+    parser.add_argument("--docs", action="store_true",
+                        help=f"write the markdown tables into {PERFORMANCE_PAGE.name} and their summary into README.md")
     args = parser.parse_args(argv)
     with open(args.path) as f:
-        text = render(json.load(f), args.markdown or args.readme)
-    if args.readme:
-        write_into_readme(text)
-        print(f"wrote the tables from {args.path} into {README}")
+        text = render(json.load(f), args.markdown or args.docs)
+    if args.docs:
+        write_into_page(text)
+        with open(args.path) as f:
+            write_into_page(ratio_table(json.load(f)), README, README_MARKERS)
+        print(f"wrote the tables from {args.path} into {PERFORMANCE_PAGE} and their summary into {README}")
     else:
         print(text)
 

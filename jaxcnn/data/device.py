@@ -170,11 +170,13 @@ class DevicePrefetchIterator:
         return batch
 
     def get_state(self) -> Any:
+        """The wrapped iterator's state at the last batch this iterator returned (JSON-able)."""
         if not self._has_state:
             raise TypeError(f"DevicePrefetchIterator: the wrapped {type(self._source).__name__} has no get_state")
         return self._state
 
     def set_state(self, state: Any) -> None:
+        """Drops buffered batches and continues the wrapped iterator from ``state``."""
         self.close()
         self._source.set_state(state)
         self._state = self._source.get_state()

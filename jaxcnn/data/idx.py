@@ -322,7 +322,7 @@ def _read_cached(path: Path) -> np.ndarray:
 def load_idx_split(images_path: str | os.PathLike, labels_path: str | os.PathLike, *,
                    name: str = "idx", split: str = "train", class_names: Sequence[str] | None = None
                    ) -> ArraySource:
-    """An :class:`ArraySource` from an images file ``(N, H, W)`` and a labels file ``(N,)``.
+    """An :class:`~jaxcnn.data.ArraySource` from an images file ``(N, H, W)`` and a labels file ``(N,)``.
 
     The pair is checked: uint8 images of rank 3, labels of rank 1, the same ``N``, labels in
     ``[0, num_classes)`` (``num_classes = len(class_names)``, or ``max + 1`` without names).

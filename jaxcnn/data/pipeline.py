@@ -138,8 +138,10 @@ class BatchLoader:
       buffer_size: batches built ahead of the consumer.
 
     Attributes:
-      steps_per_epoch, num_steps (None when endless), local_batch_size, dataset (a
-      ``grain.MapDataset`` whose item ``k`` is the batch of step ``k``).
+      steps_per_epoch: batches in one epoch.
+      num_steps: batches in the whole run; ``None`` when endless.
+      local_batch_size: rows of each batch that this process reads (``batch_size / shard_count``).
+      dataset: a ``grain.MapDataset`` whose item ``k`` is the batch of step ``k``.
 
     Example::
 
@@ -226,6 +228,7 @@ class BatchLoader:
         return self._batch_at.order(epoch).copy()
 
     def fingerprint(self) -> dict[str, Any]:
+        """What fixes the batch order (seed, shuffle, sizes); saved states must match it."""
         return {"seed": self.seed, "shuffle": self.shuffle, "num_examples": self.num_examples,
                 "batch_size": self.batch_size, "last_batch": self.last_batch}
 
@@ -314,10 +317,12 @@ class BatchIterator:
         return batch
 
     def get_state(self) -> dict[str, Any]:
+        """``{"step", "epoch", ...}``: JSON-able; ``set_state`` of a new iterator continues here."""
         return {"step": self._step, "epoch": self.epoch, **self.loader.fingerprint(),
                 "shard_index": self.loader.shard_index, "shard_count": self.loader.shard_count}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Continues at ``state["step"]``; ``ValueError`` if it comes from a differently configured loader."""
         fn = "BatchIterator.set_state"
         if not isinstance(state, dict) or "step" not in state:
             raise TypeError(f"{fn}: state must be a dict from get_state() with a 'step', got {state!r}")

@@ -95,6 +95,7 @@ def stack_examples(examples: Sequence[Example], fn: str = "stack_examples") -> E
 
 
 def element_spec_of(example: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{key: (shape, dtype name)}`` of one example, e.g. ``{"image": ((28, 28, 1), "uint8")}``."""
     return {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in example.items()}
 
 

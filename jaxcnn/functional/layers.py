@@ -70,6 +70,17 @@ def flatten(x: Any, start_axis: int = 1, end_axis: int = -1) -> jnp.ndarray:
     features follows the layout: an NHWC map flattens as ``(h, w, c)`` and PyTorch's NCHW as
     ``(c, h, w)``, so a dense kernel trained on one layout does not fit the other without
     permuting its input rows.
+
+    Args:
+      x: an array of any shape and dtype (a scalar becomes ``(1,)``).
+      start_axis: first axis merged (negative counts from the end).
+      end_axis: last axis merged, inclusive.
+
+    Returns:
+      ``x`` reshaped, e.g. ``(N, H * W * C)``; the same dtype.
+
+    Raises:
+      ValueError: an axis is out of range, or ``start_axis`` comes after ``end_axis``.
     """
     op = "flatten"
     x = args.as_array(x, "x", op)

@@ -148,10 +148,12 @@ def cross_entropy(
     Args:
       logits: unnormalised class scores, ``(N, K)``, ``(K,)`` or ``(N, *spatial, K)``
         (``layout="NHWC"``, class axis last) / ``(N, K, *spatial)`` (``layout="NCHW"``).
-      labels: the kind is decided by dtype —
+      labels: the kind is decided by dtype:
+
         * integer: class indices of the shape of ``logits`` without the class axis, e.g.
           ``(N,)`` or ``(N, H, W)`` for segmentation;
         * floating: class probabilities (one-hot or soft) of the shape of ``logits``.
+
       weight: optional ``(K,)`` per-class rescaling (PyTorch's ``weight``).
       label_smoothing: in ``[0, 1]``; the target becomes ``(1 - s) * target + s / K``.
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per position, the labels' shape without
@@ -376,7 +378,17 @@ def _binary_cross_entropy_with_logits(logits, targets, weight, pos_weight, *, re
 def mse(predictions: Any, targets: Any, *, reduction: str = "mean") -> jnp.ndarray:
     """Squared error ``(predictions - targets) ** 2`` (``F.mse_loss``); the shapes must match.
 
-    ``reduction``: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+    Args:
+      predictions: a floating array of any shape, e.g. ``(N, D)``.
+      targets: a floating array of the same shape.
+      reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+      A scalar (``"mean"``, ``"sum"``), or the squared errors of the inputs' shape (``"none"``).
+
+    Raises:
+      ValueError: the shapes differ, or ``reduction`` is unknown.
+      TypeError: an input is not floating.
     """
     op = "mse"
     predictions, targets = _same_shape_float(predictions, targets, ("predictions", "targets"), op)

@@ -145,6 +145,9 @@ def iou_from_confusion_matrix(cm: Any) -> jnp.ndarray:
     in neither the labels nor the predictions (``TP + FP + FN = 0``) gets NaN: its IoU is
     undefined, and :func:`mean_iou` leaves it out of the mean.
 
+    Args:
+      cm: ``(K, K)`` counts, rows the true class (as :func:`confusion_matrix` returns).
+
     Returns:
       ``(K,)`` float32.
     """
@@ -172,7 +175,19 @@ def mean_iou(
     """Mean of :func:`iou` over the classes present in the labels or the predictions.
 
     Classes absent from both (NaN IoU) are excluded; NaN when no position is counted.
-    Returns a float32 scalar.
+
+    Args:
+      predictions: integer class indices, e.g. ``(N, H, W)`` (``argmax`` of the logits).
+      labels: integer class indices, the shape of ``predictions``.
+      num_classes: ``K >= 1``, a Python int.
+      ignore_index: labels equal to it are not counted.
+
+    Returns:
+      A float32 scalar.
+
+    Raises:
+      TypeError: ``predictions`` or ``labels`` is not integer.
+      ValueError: the shapes differ, or ``num_classes`` is not a positive int.
     """
     per_class = iou(predictions, labels, num_classes, ignore_index=ignore_index)
     present = ~jnp.isnan(per_class)

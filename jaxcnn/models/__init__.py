@@ -62,7 +62,21 @@ MODELS = {
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:
-    """Builds a zoo model by name, e.g. ``get_model("ResNet18", num_classes=10, small_input=True)``."""
+    """Builds a zoo model by name, e.g. ``get_model("ResNet18", num_classes=10, small_input=True)``.
+
+    Args:
+      name: a key of :data:`MODELS` (``"SimpleCNN"``, ``"LeNet5"``, ``"AllConvNet"``,
+        ``"ResNet18"`` ... ``"ResNet152"``, ``"UNet"``, ``"FCN"``, ``"SignalRegressor"``).
+      **kwargs: the model's fields (``num_classes``, ``dtype`` ...).
+
+    Returns:
+      The model, an unbound Flax module (``model.init(key, x, train=False)``, then
+      ``model.apply``).
+
+    Raises:
+      ValueError: an unknown ``name`` (the message lists the names).
+      TypeError: a keyword the model does not take.
+    """
     if name not in MODELS:
         raise ValueError(f"get_model: unknown model name={name!r}; expected one of {sorted(MODELS)}")
     try:

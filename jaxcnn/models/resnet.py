@@ -81,7 +81,20 @@ class ResNet(nn.Module):
     ``small_input=True`` replaces the 7x7/2 stem and its max pool with a 3x3/1 conv, for
     28-32 px images (CIFAR/MNIST practice). ``return_features=True`` in ``__call__`` returns
     the list of stage outputs (strides 4, 8, 16, 32 with the ImageNet stem) instead of logits,
-    for segmentation heads.
+    for segmentation heads. ``ResNet18`` ... ``ResNet152`` fix ``stage_sizes`` and ``block``
+    as torchvision does.
+
+    Args:
+      stage_sizes: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+      block: :class:`BasicBlock` (ResNet-18/34) or :class:`Bottleneck` (ResNet-50 and deeper).
+      num_classes: output logits per example.
+      width: channels of the first stage (doubled at each later stage).
+      small_input: the 3x3/1 stem for small images.
+      axis_name: mapped axis over which batch norm averages statistics (``shard_map``/``pmap``).
+      dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+
+    Raises:
+      ValueError: ``stage_sizes``, ``num_classes`` or ``width`` is not positive.
     """
 
     stage_sizes: Sequence[int]

@@ -44,6 +44,16 @@ class UNet(nn.Module):
     bilinear upsampling followed by a 3x3 conv. Inputs whose sides are not multiples of
     ``2 ** (len(features) - 1)`` are zero-padded at the bottom/right and the output cropped
     back, so any size works.
+
+    Args:
+      num_classes: logits per pixel.
+      features: encoder widths, at least two levels.
+      decoder: ``"transpose"`` or ``"upsample"``.
+      dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+
+    Raises:
+      ValueError: a non-positive ``num_classes`` or width, fewer than two levels, or an
+        unknown ``decoder``.
     """
 
     num_classes: int

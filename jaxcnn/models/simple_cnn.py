@@ -19,6 +19,15 @@ class SimpleCNN(nn.Module):
 
     Input ``(N, H, W, C)`` (28x28x1 for MNIST: 1,668,490 parameters with 10 classes);
     output logits ``(N, num_classes)``. ``num_classes=1`` makes it a scalar regressor.
+
+    Args:
+      num_classes: output logits per example.
+      dropout_rate: drop probability before the last layer when ``train=True`` (0: none);
+        draws from the ``"dropout"`` RNG stream.
+      dtype: the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+
+    Raises:
+      ValueError: ``num_classes`` is not a positive int or ``dropout_rate`` not in [0, 1).
     """
 
     num_classes: int = 10

@@ -187,7 +187,7 @@ class Checkpointer:
 
     Args:
       directory: folder of the step sub-folders (created when missing).
-      every_steps: :meth:`should_save` is true every that many steps (0: never, only forced saves).
+      every_steps: :meth:`Checkpointer.should_save` is true every that many steps (0: never, only forced saves).
       keep: number of most recent checkpoints kept (>= 1).
       best_metric: also keep the best checkpoint by ``metrics[best_metric]`` (given to :meth:`save`).
       best_mode: ``"max"`` or ``"min"`` for ``best_metric``.
@@ -311,9 +311,11 @@ class Checkpointer:
         return self._manager.best_step()
 
     def all_steps(self) -> list[int]:
+        """Steps of the checkpoints in the folder, ascending."""
         return sorted(self._manager.all_steps())
 
     def should_save(self, step: int) -> bool:
+        """Whether ``step`` is on the ``every_steps`` cadence (never step 0, never when it is 0)."""
         return self.every_steps > 0 and step > 0 and step % self.every_steps == 0
 
     # -- saving --------------------------------------------------------------------------------
@@ -382,6 +384,7 @@ class Checkpointer:
         self._pending = None
 
     def close(self) -> None:
+        """Waits for pending asynchronous saves, then releases the checkpoint manager."""
         try:
             self.wait()
         finally:

@@ -1,74 +1,9 @@
 """The training config schema and its defaults.
 
 ``default_config()`` returns an ``ml_collections.ConfigDict`` that experiment configs start
-from and the command line overrides (``--config.optimizer.learning_rate=0.01``). Fields:
-
-==================================  ==========================================================================
-field                               meaning
-==================================  ==========================================================================
-``seed``                            int; seeds init, dropout and the data order (same seed -> same run)
-``task``                            ``"classification"`` | ``"segmentation"`` | ``"regression"`` | ...
-``regression_loss``                 ``"mse"`` | ``"mae"`` (regression only)
-``dataset.name``                    e.g. ``"mnist"``, ``"fashion_mnist"``, a tfds name (``jaxcnn.data.load``)
-``dataset.data_dir``                folder of the files (must exist); ``""``: ``$JAXCNN_DATA_DIR`` / defaults
-``dataset.source``                  ``"auto"`` | ``"idx"`` | ``"tfds"``
-``dataset.download``                allow fetching missing files (MNIST-family IDX files with checksum
-                                    verification, or tfds' own download); off: fail fast offline
-``dataset.examples_per_class``      > 0: keep only the first that many training examples of each class
-``dataset.train_split``             e.g. ``"train"``, ``"train[:1000]"``
-``dataset.derived_train_examples``  > 0: a derived training set (``mnist_rotation``...) has this many
-                                    examples from its split's digits (``240000``: every MNIST digit at 4
-                                    angles); 0: one per digit
-``dataset.eval_split``              e.g. ``"test"``; without its slice, the ``split`` in ``metrics.jsonl``
-``dataset.num_classes``             0: taken from the dataset
-``dataset.worker_count``            grain worker processes (0: threads only)
-``model.name``                      a ``jaxcnn.models.get_model`` name; every other ``model.*`` key is passed
-                                    to it (``num_classes``, ``axis_name`` and ``dtype`` are filled in)
-``batch_size``                      global batch (all devices and processes); divisible by the device count
-``eval_batch_size``                 0: ``batch_size``
-``num_epochs`` / ``num_steps``      run length; ``num_steps > 0`` wins over ``num_epochs``
-``optimizer.name``                  ``"sgd"`` | ``"adam"`` | ``"adamw"`` | any ``optax`` optimizer name
-``optimizer.learning_rate``         peak learning rate
-``optimizer.momentum``              sgd (and others that take it); 0: plain SGD
-``optimizer.nesterov``              bool
-``optimizer.weight_decay``          decoupled for adamw-like optimizers, L2 otherwise; never on bias/norm
-``optimizer.kwargs``                extra keyword arguments for the optax optimizer (``b1``, ``eps``...)
-``schedule.name``                   ``"constant"`` | ``"step"`` | ``"cosine"`` | ``"warmup_cosine"`` |
-                                    ``"onecycle"`` | ``"linear"``
-``schedule.warmup_steps``           linear warmup, in optimizer updates
-``schedule.end_learning_rate``      final value of cosine / linear
-``schedule.boundaries``             step schedule: update counts, or fractions of the run in (0, 1)
-``schedule.decay_factor``           step schedule: factor at each boundary
-``schedule.pct_start`` ...          onecycle: ``pct_start``, ``div_factor``, ``final_div_factor``
-``grad_clip_norm``                  clip the global gradient norm (0: off)
-``grad_accum_steps``                average gradients of k steps per update (``optax.MultiSteps``)
-``ema_decay``                       keep an EMA of the params (0: off); evaluation uses it if ``eval_use_ema``
-``init_from_exclude``               param path globs NOT taken from that checkpoint (a fresh head: ``["fc2/*"]``)
-``init_from_checkpoint``            checkpoint folder to take params/batch stats from (fine-tuning; params
-                                    of matching path and shape; ``""``: off; ignored when resuming)
-``freeze``                          list of param path globs kept fixed, e.g. ``["conv1", "*/bias"]``
-``mixed_precision``                 bf16 compute (the model's ``dtype``), f32 params and loss
-``augment``                         list of ``jaxcnn.data.augment`` functions applied on the device to
-                                    training batches, e.g. ``["random_crop", "random_flip"]``
-``augment_options.<name>``          keyword arguments of one of them, e.g. ``augment_options.random_crop.padding``
-``normalize.mean`` / ``.std``       images become ``(image / 255 - mean) / std`` (train and eval)
-``eval_every_steps``                0: at the end of every epoch
-``log_every_steps``                 train metrics are averaged over this many steps
-``checkpoint.every_steps``          0: only at evaluations, the end and on SIGTERM/SIGINT
-``checkpoint.keep``                 most recent checkpoints kept
-``checkpoint.best_metric``          also keep the best checkpoint by this eval metric of the task (``""``: off)
-``checkpoint.best_mode``            ``"max"`` (accuracy, mean_iou) | ``"min"`` (loss, mse, mae)
-``checkpoint.async_save``           write checkpoints in the background
-``parallel``                        ``"auto"`` (``jit`` on several devices, else ``none``) | ``"none"`` |
-                                    ``"jit"`` | ``"shard_map"`` | ``"pmap"`` (see ``jaxcnn.train.parallel``)
-``num_devices``                     devices to use (0: all)
-``xla_options``                     ``"auto"`` (on CPU, steps compile with
-                                    ``jaxcnn.backends.cpu.CPU_OPTIONS``) | ``"none"`` (XLA's defaults)
-``cpu_kernels``                     switch the CPU kernel backend on (``jaxcnn.backends.cpu``; only
-                                    computations lowered for CPU use it); ``False``: plain ``lax``
-``progress_bar``                    tqdm bar with loss, accuracy, images/s (process 0 only)
-``tensorboard`` / ``plots``         write TensorBoard events / PNG plots at the end
-==================================  ==========================================================================
+from and the command line overrides (``--config.optimizer.learning_rate=0.01``). Every field,
+with its type, default and meaning, is listed in ``default_config``'s docstring, generated from
+``jaxcnn.train.config_fields.DESCRIPTIONS`` and the defaults themselves.
 
 Outputs in ``workdir``: ``metrics.jsonl`` (one JSON object per log/eval event: ``step``,
 ``epoch``, ``split``, ``loss``, ``accuracy``..., deterministic: same config and seed give the
@@ -80,6 +15,7 @@ images/s; excluded from that promise), ``config.json``, ``checkpoints/``, ``tens
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 import ml_collections
@@ -93,8 +29,9 @@ from jaxcnn.train.tasks import registered_tasks, task_from_config
 def default_config() -> ml_collections.ConfigDict:
     """The defaults: SimpleCNN on MNIST, SGD with momentum, one epoch on all devices.
 
-    Every field and its meaning: the table in the docstring of :mod:`jaxcnn.train.config`
-    (``help(jaxcnn.train.config)``) and ``docs/cli.md``.
+    Returns:
+      A fresh ``ml_collections.ConfigDict``; experiment configs change it in place and
+      ``--config.a.b=value`` overrides any field (checked against the type of its default).
     """
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -380,3 +317,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.parallel='none' runs on one device, but config.num_devices={config.num_devices}"
         )
+
+
+# The field table comes from one source (config_fields.DESCRIPTIONS and the defaults above).
+from jaxcnn.train import config_fields as _config_fields  # noqa: E402
+
+default_config.__doc__ = (
+    (default_config.__doc__ or "").rstrip()
+    + "\n\n    Fields (type, default, meaning):\n\n"
+    + textwrap.indent(_config_fields.rst_table(), "    ")
+    + "\n"
+)

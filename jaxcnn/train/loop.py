@@ -192,7 +192,7 @@ def train_and_evaluate(
       NonFiniteError: the loss, gradients or state became NaN/Inf (the message names the step).
       CheckpointWriteError: a checkpoint could not be written (names the checkpoints still intact).
       CorruptCheckpointError: resuming, but no checkpoint in the workdir reads back intact.
-      ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`check_resume_config`).
+      ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`jaxcnn.train.loop.check_resume_config`).
     """
     # SIGTERM/SIGINT from here on (data loading, compilation included) stop at the next step.
     # One writer per workdir (process 0 writes for all); see jaxcnn.train.workdir_lock.
@@ -204,7 +204,7 @@ def train_and_evaluate(
 
 
 def data_parallel_for(config: ml_collections.ConfigDict) -> DataParallel:
-    """The run's :class:`DataParallel`; raises ``ValueError`` naming ``config.num_devices`` or a
+    """The run's :class:`jaxcnn.train.DataParallel`; raises ``ValueError`` naming ``config.num_devices`` or a
     batch size that does not split evenly over the devices (checked before anything is compiled)."""
     devices = jax.local_devices() if config.parallel == "pmap" else jax.devices()
     if config.num_devices:

@@ -121,10 +121,12 @@ class MetricWriter:
                 self._events.add_scalar(f"timing/{name}", float(value), int(step))
 
     def flush(self) -> None:
+        """Writes buffered TensorBoard events to disk."""
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
+        """Flushes and closes the TensorBoard writer (the JSONL files are written line by line)."""
         if self._tb is not None:
             self._tb.close()
             self._tb = None
