@@ -127,7 +127,10 @@ def page_text(top: str, modules: list[str]) -> str:
             continue
         if owner != top:
             # jaxcnn.functional.conv is also the function conv: the module then takes no index entry.
-            shadowed = not inspect.ismodule(getattr(package, owner.rsplit(".", 1)[1], None))
+            # The name is looked up in the submodule's own parent (jaxcnn.backends.cpu for
+            # jaxcnn.backends.cpu.conv), which need not be the page's package.
+            parent, _, leaf = owner.rpartition(".")
+            shadowed = not inspect.ismodule(getattr(importlib.import_module(parent), leaf, None))
             no_index = "\n   :no-index:" if shadowed else ""
             lines += [f"## `{owner}`", "",
                       f"```{{eval-rst}}\n.. automodule:: {owner}\n   :no-members:{no_index}\n```", ""]

@@ -59,6 +59,9 @@ nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(jax|jaxlib|flax|numpy|np|optax|orbax|grain|collections|os|pathlib|ml_collections|"
                r"matplotlib|typing|builtins|tensorflow_datasets|chex|safetensors|torch)(\..*)?"),
+    # A docstring may point its reader at a private helper (:func:`_chunked`); private names are
+    # never in the reference, so such a reference renders as code without a link.
+    (r"py:.*", r"(.*\.)?_[A-Za-z][^.]*(\..*)?"),
 ]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -141,6 +144,11 @@ def _resolve_in_packages(app, env, node, contnode):
     target = node["reftarget"].lstrip("~.")
     parts = (node.get("py:module") or "").split(".")
     candidates = [".".join(parts[:i] + [target]) for i in range(len(parts) - 1, 0, -1)]
+    # A full path through the defining submodule (jaxcnn.data.device.shard_batch): the packages
+    # above it (jaxcnn.data.shard_batch).
+    path = target.split(".")
+    if path[0] == "jaxcnn":
+        candidates += [".".join(path[:i] + path[-1:]) for i in range(len(path) - 2, 0, -1)]
     candidates += sorted(n for n in domain.objects if n.startswith("jaxcnn.") and n.endswith("." + target))[:1]
     for candidate in candidates:
         if candidate in domain.objects:

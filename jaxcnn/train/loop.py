@@ -192,7 +192,8 @@ def train_and_evaluate(
       NonFiniteError: the loss, gradients or state became NaN/Inf (the message names the step).
       CheckpointWriteError: a checkpoint could not be written (names the checkpoints still intact).
       CorruptCheckpointError: resuming, but no checkpoint in the workdir reads back intact.
-      ValueError: ``workdir`` holds checkpoints of a run with another config (:func:`jaxcnn.train.loop.check_resume_config`).
+      ValueError: ``workdir`` holds checkpoints of a run with another config
+        (:func:`jaxcnn.train.resume_checks.check_resume_config`).
     """
     # SIGTERM/SIGINT from here on (data loading, compilation included) stop at the next step.
     # One writer per workdir (process 0 writes for all); see jaxcnn.train.workdir_lock.

@@ -153,7 +153,7 @@ class DataParallel:
 
     @property
     def batch_sharding(self) -> jax.sharding.Sharding:
-        """Where a global batch lives: split over ``'data'`` (``pmap``: its leading device axis)."""
+        """Where a global batch lives, split over ``'data'`` (with ``pmap``, over its leading device axis)."""
         if self.mode == "none":
             return jax.sharding.SingleDeviceSharding(self._single)
         mesh = self.mesh if self.mesh is not None else Mesh(np.array(self.devices), (DATA_AXIS,))

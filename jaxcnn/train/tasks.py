@@ -59,7 +59,7 @@ def example_weights(batch: Batch) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationContext:
-    """What :meth:`Task.evaluation_extras` may use, on the host, after an evaluation.
+    """What ``Task.evaluation_extras`` may use, on the host, after an evaluation.
 
     Attributes:
       workdir: the run's folder (plots go to ``workdir/plots``).
