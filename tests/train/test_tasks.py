@@ -46,6 +46,7 @@ class BrightF1(Task):
     """
 
     name = "bright_f1"
+    metric_modes = {"loss": "min", "f1": "max"}
 
     def __init__(self, noise: float):
         self.noise = noise
@@ -109,7 +110,8 @@ def test_a_task_defined_outside_the_library_trains_end_to_end(tmp_path):
     images, labels = bright_dark_arrays(96, size=8, seed=3)
     train = ArraySource(images[:64], labels[:64], num_classes=2, split="train")
     test = ArraySource(images[64:], labels[64:], num_classes=2, split="test")
-    config = _config(task="bright_f1", plots=True)
+    # best_metric is checked against the task's own metric_modes.
+    config = _config(task="bright_f1", plots=True, **{"checkpoint.best_metric": "f1"})
     result = train_and_evaluate(config, tmp_path, train_source=train, eval_source=test, model=TinyCNN(num_classes=1))
 
     assert result["status"] == "completed" and result["step"] == 8
