@@ -161,6 +161,23 @@ def test_dropout_in_training_uses_the_dropout_rng():
     np.testing.assert_array_equal(np.asarray(drop.apply({}, x, train=False)), np.asarray(x))
 
 
+
+def test_dropout_masks_follow_the_global_example_index():
+    """8 rows at once == 4 devices of 2 rows (a vmapped axis named like a data axis), and a row's
+    mask does not depend on the other rows; the "global_dropout" stream wins over "dropout"."""
+    x = jnp.ones((8, 50))
+    rngs = {"dropout": jax.random.key(1), "global_dropout": jax.random.key(3)}
+    whole = jnn.Dropout(0.5).apply({}, x, train=True, rngs=rngs)
+    per_device = jax.vmap(
+        lambda rows: jnn.Dropout(0.5, axis_name="data").apply({}, rows, train=True, rngs=rngs), axis_name="data"
+    )(x.reshape(4, 2, 50))
+    np.testing.assert_array_equal(np.asarray(per_device).reshape(8, 50), np.asarray(whole))
+    first_three = jnn.Dropout(0.5).apply({}, x[:3], train=True, rngs=rngs)
+    np.testing.assert_array_equal(np.asarray(first_three), np.asarray(whole[:3]))
+    only_global = jnn.Dropout(0.5).apply({}, x, train=True, rngs={"global_dropout": jax.random.key(3)})
+    np.testing.assert_array_equal(np.asarray(only_global), np.asarray(whole))
+    assert not np.array_equal(np.asarray(whole[0]), np.asarray(whole[1]))
+
 def test_conv_module_kernel_shapes_follow_layout():
     x_last = jnp.zeros((1, 8, 8, 3))
     v = jnn.Conv(5, (3, 2), groups=1).init(jax.random.key(0), x_last)

@@ -178,6 +178,8 @@ class DataParallel:
                         f"put_batch: batch[{k!r}] has {v.shape[0]} rows, not divisible by {n} devices"
                     )
                 shaped[k] = v.reshape((n, v.shape[0] // n) + v.shape[1:])
+            if jax.process_count() > 1:
+                return shaped  # pmap places each process's rows on its own local devices itself
             batch = shaped
         return shard_batch(dict(batch), self.batch_sharding)
 
