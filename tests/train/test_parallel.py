@@ -77,11 +77,7 @@ def eight_devices(tmp_path_factory):
         {**allconv, "mode": "pmap", "steps": 2, "save_dir": dropout_ckpt},
         {**allconv, "mode": "shard_map", "devices": 2, "steps": 1, "restore_dir": dropout_ckpt},
     ]
-    # The lax convolution: pmap compiles with XLA's default options, under which the CPU fast
-    # path of AllConvNet's strided 5x5 conv holds collectives that deadlock (issue 21, item 2).
-    results = _run_worker(
-        {"out": str(tmp / "out.json"), "runs": runs}, device_count=8, timeout=600, JAXCNN_CONV_IMPL="lax"
-    )
+    results = _run_worker({"out": str(tmp / "out.json"), "runs": runs}, device_count=8, timeout=600)
     names = ["reference", *MODES, "saved", "restored_on_2", "restored_on_1", "one_process_4"]
     names += ["dropout_reference", "dropout_jit", "dropout_shard_map", "dropout_pmap", "dropout_resumed"]
     return dict(zip(names, results, strict=True))
