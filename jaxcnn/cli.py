@@ -8,7 +8,9 @@ Rerunning ``train`` on an existing workdir resumes from its latest checkpoint. B
 (an unknown config file, an unknown override key, a value of the wrong type) exits with
 code 2 and a message naming the problem. The command sets no XLA flags; on CPU it compiles
 the steps with the per-computation options of :mod:`jaxcnn.backends.cpu.options`, says so at start,
-and ``--config.xla_options=none`` turns them off. ``train`` and ``eval`` let the process keep
+and ``--config.xla_options=none`` turns them off. ``train`` switches the CPU kernels on
+(:mod:`jaxcnn.backends.cpu`; says so at start, ``--config.cpu_kernels=False`` opts out).
+``train`` and ``eval`` let the process keep
 the memory it frees (:mod:`jaxcnn.backends.cpu.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default``
 opts out).
 """
