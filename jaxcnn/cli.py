@@ -12,9 +12,11 @@ cannot work), 75 preempted (SIGTERM/SIGINT: a checkpoint was saved, rerun to res
 by a second Ctrl-C. Errors are one message naming the file or field; ``--verbose`` adds the
 traceback. The command sets no XLA flags; on CPU it compiles the steps with the
 per-computation options of :mod:`jaxcnn.backends.cpu.options`, says so at start, and
-``--config.xla_options=none`` turns them off. ``train`` and ``eval`` let the process keep the
-memory it frees (:mod:`jaxcnn.backends.cpu.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default``
-opts out). Full reference: ``docs/cli.md``.
+``--config.xla_options=none`` turns them off. ``train`` switches the CPU kernels on
+(:mod:`jaxcnn.backends.cpu`; says so at start, ``--config.cpu_kernels=False`` opts out).
+``train`` and ``eval`` let the process keep the memory it frees
+(:mod:`jaxcnn.backends.cpu.host_memory`; says so at start, ``JAXCNN_HOST_MEMORY=default`` opts
+out). Full reference: ``docs/cli.md``.
 """
 
 from __future__ import annotations

@@ -44,3 +44,12 @@ def data_dir():
     if not path or not os.path.isdir(path):
         pytest.skip("JAXCNN_DATA_DIR is not set to a folder with the MNIST IDX files")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _cpu_kernels_off_between_tests():
+    """``train_and_evaluate`` switches the CPU kernels on for its process; no test inherits that."""
+    yield
+    from jaxcnn.functional import _backend
+
+    _backend.set_process_default(None)
