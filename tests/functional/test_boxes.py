@@ -200,17 +200,18 @@ def test_nms_matches_greedy_reference_with_ties(jitted_nms, seed, threshold):
         assert (indices[~valid] == -1).all()
 
 
-def test_nms_truncates_and_pads_eagerly():
+def test_nms_truncates_and_pads(jitted_nms):
+    nms, batched = jitted_nms
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [40, 0, 50, 5]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.95], np.float32)
     # IoU(0, 1) = 81 / 119 > 0.5: box 1 goes; kept by score: 3, 0, 2
-    idx, valid = F.nms(boxes, scores, 0.5, max_output_size=2)
+    idx, valid = nms(boxes, scores, 0.5, 2)
     assert np.asarray(idx).tolist() == [3, 0] and np.asarray(valid).all()
-    idx, valid = F.nms(boxes, scores, 0.5, max_output_size=6)
+    idx, valid = nms(boxes, scores, 0.5, 6)
     assert np.asarray(idx).tolist() == [3, 0, 2, -1, -1, -1]
     assert np.asarray(valid).tolist() == [True, True, True, False, False, False]
     # different categories do not suppress each other
-    idx, valid = F.batched_nms(boxes, scores, np.array([0, 1, 0, 0]), 0.5)
+    idx, valid = batched(boxes, scores, np.array([0, 1, 0, 0]), 0.5, None)
     assert np.asarray(idx).tolist() == [3, 0, 1, 2]
 
 
