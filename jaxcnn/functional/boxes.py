@@ -419,8 +419,11 @@ def roi_align(
             grid_h, grid_w = jnp.minimum(grid_h, max_h), jnp.minimum(grid_w, max_w)
     ay = _grid_axis(start_y, roi_h, oh, h, grid_h, max_h, dtype)  # (K, oh, H)
     ax = _grid_axis(start_x, roi_w, ow, w, grid_w, max_w, dtype)  # (K, ow, W)
-    per_box = x[rois[:, 0].astype(jnp.int32)]  # (K, H, W, C)
-    rows = jnp.einsum("kph,khwc->kpwc", ay, per_box)
+    if n == 1:
+        # One image (e.g. under a vmap over images): a plain matrix product, no (K, H, W, C) gather.
+        rows = jnp.einsum("kph,hwc->kpwc", ay, x[0])
+    else:
+        rows = jnp.einsum("kph,khwc->kpwc", ay, x[rois[:, 0].astype(jnp.int32)])
     return _output(jnp.einsum("kqw,kpwc->kpqc", ax, rows), layout)
 
 
@@ -474,7 +477,8 @@ def roi_pool(
     roi_h = jnp.maximum(corners[:, 3] - corners[:, 1] + 1, 1)
     rows = _bin_mask(corners[:, 1], roi_h, oh, h, x.dtype)  # (K, oh, H)
     cols = _bin_mask(corners[:, 0], roi_w, ow, w, x.dtype)  # (K, ow, W)
-    per_box = x[rois[:, 0].astype(jnp.int32)]  # (K, H, W, C)
+    # (K, H, W, C), or a broadcast of the only image (no gather)
+    per_box = x[:1] if n == 1 else x[rois[:, 0].astype(jnp.int32)]
     low = jnp.asarray(-jnp.inf, x.dtype)
     # Max over the columns of each bin, then over its rows: two masked reductions instead of
     # one (K, oh, ow, H, W, C) intermediate.

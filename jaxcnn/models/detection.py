@@ -112,11 +112,12 @@ class BoxHead(nn.Module):
         return logits, deltas.reshape(x.shape[0], self.num_classes + 1, 4)
 
 
-def _rois(proposals: jax.Array) -> jax.Array:
-    """``(N, P, 4)`` -> ``(N * P, 5)`` rows with their batch index, for roi_align / roi_pool."""
-    n, p, _ = proposals.shape
-    index = jnp.broadcast_to(jnp.arange(n, dtype=proposals.dtype)[:, None, None], (n, p, 1))
-    return jnp.concatenate([index, proposals], axis=2).reshape(n * p, 5)
+def _pool_per_image(pool: Any, feats: jax.Array, proposals: jax.Array) -> jax.Array:
+    """``pool(features (1, H, W, C), [boxes (P, 4)])`` mapped over the images:
+    ``(N, H, W, C), (N, P, 4) -> (N * P, ...)``. One image at a time, the RoI ops need no
+    ``(N * P, H, W, C)`` gather of the feature maps."""
+    pooled = jax.vmap(lambda f, b: pool(f[None], [b]))(feats, proposals)
+    return pooled.reshape(-1, *pooled.shape[2:])
 
 
 def _with_ground_truth(n, proposals, valid, gt_boxes, gt_valid):
@@ -178,7 +179,9 @@ class RCNN(nn.Module):
             n, windows[None], jnp.ones((1, windows.shape[0]), bool), gt_boxes, gt_valid
         )
         proposals = jax.lax.stop_gradient(proposals)
-        crops = F.roi_align(images, _rois(proposals), self.crop_size, 1.0, 2, True)
+        crops = _pool_per_image(
+            lambda f, b: F.roi_align(f, b, self.crop_size, 1.0, 2, True), images, proposals
+        )
         x = crops
         for i, f in enumerate(self.features):
             x = jnn.MaxPool(2)(F.relu(jnn.Conv(f, 3, padding="SAME", name=f"conv{i}")(x)))
@@ -221,9 +224,10 @@ class FastRCNN(nn.Module):
         proposals = jax.lax.stop_gradient(proposals)
         scale = feats.shape[1] / h
         if self.pooling == "pool":
-            pooled = F.roi_pool(feats, _rois(proposals), self.pool_size, scale)
+            pool = lambda f, b: F.roi_pool(f, b, self.pool_size, scale)  # noqa: E731
         else:
-            pooled = F.roi_align(feats, _rois(proposals), self.pool_size, scale, 2)
+            pool = lambda f, b: F.roi_align(f, b, self.pool_size, scale, 2)  # noqa: E731
+        pooled = _pool_per_image(pool, feats, proposals)
         logits, deltas = BoxHead(self.num_classes, self.hidden, name="box_head")(pooled)
         return _head({"proposals": proposals, "proposal_valid": valid}, logits, deltas, n)
 
@@ -315,7 +319,7 @@ class FasterRCNN(nn.Module):
             )
         )(objectness, rpn_deltas)
         proposals, valid = _with_ground_truth(n, proposals, valid, gt_boxes, gt_valid)
-        pooled = F.roi_align(feats, _rois(proposals), self.pool_size, fh / h, 2)
+        pooled = _pool_per_image(lambda f, b: F.roi_align(f, b, self.pool_size, fh / h, 2), feats, proposals)
         logits, deltas = BoxHead(self.num_classes, self.hidden, name="box_head")(pooled)
         outputs = {
             "proposals": proposals,

@@ -269,6 +269,12 @@ def test_roi_align_adaptive_under_jit(roi_case):
     y = F.roi_align(x.astype(np.float32), listed, out, scale)
     order = np.argsort(inside[:, 0], kind="stable")
     np.testing.assert_allclose(np.asarray(y), ref[order], rtol=1e-5, atol=1e-5)
+    # one image at a time under vmap (the detectors' way): the same numbers
+    per_image = jax.vmap(lambda f, b: F.roi_align(f[None], [b], out, scale, 2))(
+        x.astype(np.float32), rois[[0, 1], 1:][:, None]
+    )
+    ref = _roi_align_reference(x, rois[[0, 1]], out, scale, 2, False)
+    np.testing.assert_allclose(np.asarray(per_image)[:, 0], ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("aligned", [False, True])
@@ -292,6 +298,9 @@ def test_roi_pool_matches_loops(roi_case):
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-6, atol=1e-6)
     y = F.roi_pool(np.moveaxis(x, -1, 1).astype(np.float32), rois, (3, 2), 0.5, layout="NCHW")
     np.testing.assert_allclose(np.asarray(y), np.moveaxis(ref, -1, 1), rtol=1e-6, atol=1e-6)
+    first = rois[:, 0] == 0  # one image: the broadcast instead of the gather
+    y = F.roi_pool(x[:1].astype(np.float32), [rois[first, 1:]], (3, 2), 0.5)
+    np.testing.assert_allclose(np.asarray(y), ref[first], rtol=1e-6, atol=1e-6)
 
 
 def test_roi_ops_accept_no_boxes():
