@@ -161,6 +161,14 @@ def test_a_gradient_step_lowers_the_loss(canvases, name):
         assert {"objectness", "rpn_deltas", "anchors"} <= set(outputs)
 
 
+def test_fast_rcnn_with_roi_max_pooling_traces(canvases):
+    images, boxes, _, valid = canvases
+    model = FastRCNN(num_classes=2, window_sizes=(8, 16), pooling="pool", features=(4, 8, 8), hidden=16)
+    params = jax.eval_shape(model.init, jax.random.key(0), images, boxes, valid)
+    outputs = jax.eval_shape(model.apply, params, images, boxes, valid)
+    assert outputs["class_logits"].shape == (2, 58 + 2, 3)  # 7 x 7 + 3 x 3 windows, 2 ground truths
+
+
 def test_bad_input(canvases):
     images, boxes, _, valid = canvases
     with pytest.raises(ValueError, match="gt_boxes must be"):
