@@ -22,6 +22,7 @@ traced by ``jit``), non-finite values and ``x2 < x1`` / ``y2 < y1`` are rejected
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -386,7 +387,7 @@ def roi_align(
     rois = _rois(boxes, n, op)
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, (int, np.integer)):
         raise TypeError(f"{op}: sampling_ratio must be an int, got {sampling_ratio!r}")
-    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)) or spatial_scale <= 0:
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real) or not spatial_scale > 0:
         raise ValueError(f"{op}: spatial_scale must be a positive number, got {spatial_scale!r}")
     if max_sampling_ratio is not None and (
         isinstance(max_sampling_ratio, bool)
@@ -467,7 +468,7 @@ def roi_pool(
     n, h, w, c = x.shape
     oh, ow = args.as_tuple(output_size, 2, "output_size", op)
     rois = _rois(boxes, n, op)
-    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)) or spatial_scale <= 0:
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real) or not spatial_scale > 0:
         raise ValueError(f"{op}: spatial_scale must be a positive number, got {spatial_scale!r}")
     k = rois.shape[0]
     if k == 0:
