@@ -20,6 +20,7 @@ from jaxcnn.models.resnet import (
     ResNet101,
     ResNet152,
 )
+from jaxcnn.models.detection import RCNN, FasterRCNN, FastRCNN, detect, detection_loss
 from jaxcnn.models.segmentation import FCN, UNet
 from jaxcnn.models.simple_cnn import AllConvNet, LeNet5, SignalRegressor, SimpleCNN
 from jaxcnn.models.torch_import import infer_torch_resnet, load_torch_resnet, read_state_dict
@@ -35,6 +36,11 @@ __all__ = [
     "ResNet152",
     "FCN",
     "UNet",
+    "RCNN",
+    "FastRCNN",
+    "FasterRCNN",
+    "detect",
+    "detection_loss",
     "AllConvNet",
     "LeNet5",
     "SignalRegressor",
