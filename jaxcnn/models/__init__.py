@@ -64,6 +64,9 @@ MODELS = {
     "UNet": UNet,
     "FCN": FCN,
     "SignalRegressor": SignalRegressor,
+    "RCNN": RCNN,
+    "FastRCNN": FastRCNN,
+    "FasterRCNN": FasterRCNN,
 }
 
 

@@ -169,7 +169,10 @@ class RCNN(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, images: jax.Array, gt_boxes: Any = None, gt_valid: Any = None) -> dict:
+    def __call__(
+        self, images: jax.Array, gt_boxes: Any = None, gt_valid: Any = None, train: bool = False
+    ) -> dict:
+        del train  # no dropout or BatchNorm: taken so the zoo's model.apply(..., train=...) fits
         images = _check(images, gt_boxes, gt_valid, "RCNN")
         n, h, w, _ = images.shape
         windows = jnp.asarray(
@@ -212,7 +215,10 @@ class FastRCNN(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, images: jax.Array, gt_boxes: Any = None, gt_valid: Any = None) -> dict:
+    def __call__(
+        self, images: jax.Array, gt_boxes: Any = None, gt_valid: Any = None, train: bool = False
+    ) -> dict:
+        del train  # no dropout or BatchNorm: taken so the zoo's model.apply(..., train=...) fits
         images = _check(images, gt_boxes, gt_valid, "FastRCNN")
         n, h, w, _ = images.shape
         feats = Backbone(self.features, name="backbone")(images)
@@ -295,7 +301,10 @@ class FasterRCNN(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, images: jax.Array, gt_boxes: Any = None, gt_valid: Any = None) -> dict:
+    def __call__(
+        self, images: jax.Array, gt_boxes: Any = None, gt_valid: Any = None, train: bool = False
+    ) -> dict:
+        del train  # no dropout or BatchNorm: taken so the zoo's model.apply(..., train=...) fits
         images = _check(images, gt_boxes, gt_valid, "FasterRCNN")
         n, h, w, _ = images.shape
         feats = Backbone(self.features, name="backbone")(images)
