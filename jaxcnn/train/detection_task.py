@@ -139,8 +139,9 @@ class DetectionTask(Task):
     def write_predictions(self, predictions: Mapping[str, np.ndarray], images: np.ndarray, out_dir: str, *,
                           names: Sequence[str] | None = None, truth: Mapping[str, np.ndarray] | None = None,
                           class_names: Sequence[str] | None = None) -> list[str]:
-        """Host: ``out_dir/predictions.json`` (COCO results, ``image_id`` = index, plus ``images``:
-        the id -> name table when ``names`` are given) and ``out_dir/detections.png``; returns the paths."""
+        """Host: ``out_dir/predictions.json`` (COCO results, ``image_id`` = index), ``out_dir/images.json``
+        (``[{"id", "file_name"}]`` when ``names`` are given) and ``out_dir/detections.png`` (the
+        first 16 images); returns the paths."""
         from jaxcnn.detection_metrics import coco_results
 
         os.makedirs(out_dir, exist_ok=True)
@@ -155,8 +156,14 @@ class DetectionTask(Task):
             with open(names_path, "w") as f:
                 json.dump([{"id": i, "file_name": str(n)} for i, n in enumerate(names)], f, indent=1)
             paths.append(names_path)
-        paths.append(plot_detections(images, predictions, os.path.join(out_dir, "detections.png"),
-                                     truth=truth, class_names=class_names, titles=names))
+        # The picture shows the first 16 images; the JSON holds them all.
+        k = min(16, len(images))
+        paths.append(plot_detections(
+            np.asarray(images)[:k], {key: np.asarray(v)[:k] for key, v in predictions.items()},
+            os.path.join(out_dir, "detections.png"),
+            truth=None if truth is None else {key: np.asarray(v)[:k] for key, v in truth.items()},
+            class_names=class_names, titles=None if names is None else list(names)[:k],
+        ))
         return paths
 
     def evaluation_extras(self, context):
@@ -224,8 +231,11 @@ def predict_source(task: Task, model: Any, variables: Mapping[str, Any], source:
 
 def plot_detections(images: np.ndarray, predictions: Mapping[str, np.ndarray], path: str | os.PathLike, *,
                     truth: Mapping[str, np.ndarray] | None = None, class_names: Sequence[str] | None = None,
-                    titles: Sequence[str] | None = None, ncols: int = 4) -> str:
+                    titles: Sequence[str] | None = None, ncols: int = 4, min_score: float = 0.5) -> str:
     """Saves the images with their boxes: predictions red (``class score``), truth dashed green.
+
+    Only predictions scoring at least ``min_score`` are drawn (the low-score tail that COCO
+    evaluation keeps would hide the picture).
 
     ``images`` ``(N, H, W[, C])``; ``predictions`` ``{"boxes": (N, M, 4), "scores", "classes",
     "valid": (N, M)}``; ``truth`` ``{"boxes": (N, G, 4), "classes", "box_valid": (N, G)}``.
@@ -260,14 +270,14 @@ def plot_detections(images: np.ndarray, predictions: Mapping[str, np.ndarray], p
                     ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime",
                                                linestyle="--", linewidth=1.2))
         for box, score, cls, valid in zip(*(np.asarray(predictions[k][i]) for k in DETECTION_KEYS)):
-            if valid:
+            if valid and score >= min_score:
                 x1, y1, x2, y2 = box
                 ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=1.2))
                 ax.text(x1, y1, f"{label(cls)} {score:.2f}", color="white", fontsize=6, va="bottom",
                         bbox={"facecolor": "red", "alpha": 0.6, "pad": 0.5, "linewidth": 0})
         if titles is not None:
             ax.set_title(os.path.basename(str(titles[i])), fontsize=7)
-    fig.suptitle("predicted (red) and true (dashed green) boxes", fontsize=9)
+    fig.suptitle(f"predicted (red, score >= {min_score:g}) and true (dashed green) boxes", fontsize=9)
     return _save(plt, fig, path)
 
 
