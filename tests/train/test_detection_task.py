@@ -181,3 +181,15 @@ def test_gathered_statistics_are_concatenated_and_the_others_summed():
     total = add_statistics(total, {"count": 3.0, "rows": np.array([[3, 4], [5, 6]])}, ("rows",))
     assert total["count"] == 5.0
     np.testing.assert_array_equal(total["rows"], [[1, 2], [3, 4], [5, 6]])
+
+
+def test_derived_options_reach_the_canvases_and_bad_ones_are_named(data_dir):
+    from jaxcnn.data.loading import load
+
+    canvases = load("mnist_detection", "test[:4]", derived_options={"canvas_size": 40, "max_digits": 4,
+                                                                      "min_digits": 4})
+    assert canvases[0]["image"].shape == (40, 40, 1) and canvases[0]["box_valid"].tolist() == [True] * 4
+    with pytest.raises(ValueError, match="derived_options apply to derived datasets"):
+        load("mnist", "test[:4]", derived_options={"canvas_size": 40})
+    with pytest.raises(TypeError, match="derived_options.*DetectionCanvases"):
+        load("mnist_detection", "test[:4]", derived_options={"canvas_sise": 40})
