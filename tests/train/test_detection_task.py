@@ -8,6 +8,9 @@ wrote, and the predict command against the run's own predictions.
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -193,3 +196,21 @@ def test_derived_options_reach_the_canvases_and_bad_ones_are_named(data_dir):
         load("mnist", "test[:4]", derived_options={"canvas_size": 40})
     with pytest.raises(TypeError, match="derived_options.*DetectionCanvases"):
         load("mnist_detection", "test[:4]", derived_options={"canvas_sise": 40})
+
+
+def test_gathered_statistics_keep_example_order_in_every_parallel_mode():
+    # Two host devices: rows are all_gathered across devices (not psum-ed), in batch order.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(root, "tests", "train", "gathered_worker.py"),
+                           "none", "jit", "shard_map", "pmap"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for mode in ("none", "jit", "shard_map", "pmap"):
+        got = result[mode]
+        assert got["count"] == [10.0], mode
+        # 10 examples in batches of 4: the last batch has 2 padding rows (label 0, weight 0).
+        assert got["label"] == list(range(10)) + [0, 0], mode
+        assert got["weight"] == [1.0] * 10 + [0.0, 0.0], mode
+        np.testing.assert_allclose(got["output"][:10], result["expected"], rtol=1e-5, err_msg=mode)
