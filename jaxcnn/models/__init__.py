@@ -75,7 +75,8 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
     Args:
       name: a key of :data:`MODELS` (``"SimpleCNN"``, ``"LeNet5"``, ``"AllConvNet"``,
-        ``"ResNet18"`` ... ``"ResNet152"``, ``"UNet"``, ``"FCN"``, ``"SignalRegressor"``).
+        ``"ResNet18"`` ... ``"ResNet152"``, ``"UNet"``, ``"FCN"``, ``"SignalRegressor"``, ``"RCNN"``,
+        ``"FastRCNN"``, ``"FasterRCNN"``).
       **kwargs: the model's fields (``num_classes``, ``dtype`` ...).
 
     Returns:
