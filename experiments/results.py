@@ -21,13 +21,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ARTEFACTS = ("config.json", "run.json", "metrics.jsonl", "timings.jsonl")
+# predictions.json: a detection run's COCO results, so anyone can recompute its mAP.
+ARTEFACTS = ("config.json", "run.json", "metrics.jsonl", "timings.jsonl", "predictions.json")
 
 # The headline metric of each task, as the training loop names it in metrics.jsonl.
 HEADLINE = {
     "classification": ("accuracy", "test accuracy", lambda v: f"{100 * v:.2f}%"),
     "segmentation": ("mean_iou", "mean IoU", lambda v: f"{v:.4f}"),
     "regression": ("mae", "mean absolute error", lambda v: f"{v:.3f}"),
+    "detection": ("mAP", "mAP@[.5:.95]", lambda v: f"{v:.4f}"),
 }
 
 

@@ -3,6 +3,7 @@
     jaxcnn train   --config experiments/configs/mnist_simple_cnn.py --workdir runs/mnist [--config.key=value ...]
     jaxcnn eval    --workdir runs/mnist [--checkpoint best|latest] [--split test] [--config.dataset.key=value ...]
     jaxcnn summary --config experiments/configs/mnist_simple_cnn.py [--input-shape 1,28,28,1]
+    jaxcnn predict --workdir runs/det (--images a.png b.png | --split test[:16]) --out preds [--checkpoint best]
 
 Rerunning ``train`` on an existing workdir resumes from its latest checkpoint; one ``train``
 writes a workdir at a time (``jaxcnn.train.workdir_lock``). Exit codes (:data:`EXIT_CODES`):
@@ -74,7 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print the model summary of a config")
     summary.add_argument("--config", required=True)
     summary.add_argument("--input-shape", default="", help="e.g. 1,28,28,1 (default: from the dataset)")
-    for command in (train, evaluate, summary):
+    predict = sub.add_parser("predict", help="run a workdir's model on image files or a split; write its predictions",
+                             epilog="--config.dataset.key=value overrides where the data comes from (with --split).")
+    predict.add_argument("--workdir", required=True)
+    inputs = predict.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--images", nargs="+", help="image files of one size (converted to the model's channels)")
+    inputs.add_argument("--split", help="a split of the run's dataset, e.g. test[:16] (true boxes drawn too)")
+    predict.add_argument("--out", required=True, help="output folder: predictions.json, detections.png ...")
+    predict.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    predict.add_argument("--batch-size", type=int, default=32)
+    for command in (train, evaluate, summary, predict):
         command.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     return parser
 
@@ -175,13 +185,48 @@ def _summary(parser, args, overrides) -> int:
     return 0
 
 
+def _predict(parser, args, overrides) -> int:
+    _check_workdir(parser, args.workdir)
+    workdir = Path(args.workdir)
+    if not (workdir / "config.json").exists():
+        parser.error(f"--workdir {str(workdir)!r} has no config.json; is it a jaxcnn train workdir?")
+    if not args.out.strip() or (os.path.exists(args.out) and not os.path.isdir(args.out)):
+        parser.error(f"--out {args.out!r} must be a folder (it is created when missing)")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    bad = [o for o in overrides if not o.startswith("--config.dataset.")]
+    if bad:
+        parser.error(f"predict takes only --config.dataset.* overrides (where the data comes from), got {bad}")
+    missing = [p for p in args.images or () if not os.path.isfile(p)]
+    if missing:
+        parser.error(f"--images: no such file(s) {missing}")
+    import ml_collections
+
+    from jaxcnn.train.prediction import predict_workdir
+    from jaxcnn.train.resume_checks import read_config_json
+
+    saved = ml_collections.ConfigDict(read_config_json(workdir))
+    try:
+        apply_overrides(saved, overrides)
+    except ConfigError as err:
+        parser.error(str(err))
+    try:
+        result = predict_workdir(workdir, args.out, images=args.images, split=args.split,
+                                 checkpoint=args.checkpoint, batch_size=args.batch_size,
+                                 dataset=dict(saved.dataset.to_dict()))
+    except ValueError as err:  # no predictions for this task, unreadable or mismatched images, a bad split
+        raise _UsageError(str(err)) from err
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     bad = [e for e in extra if not e.startswith("--config.")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.field=value)")
-    command = {"train": _train, "eval": _eval, "summary": _summary}[args.command]
+    command = {"train": _train, "eval": _eval, "summary": _summary, "predict": _predict}[args.command]
     if args.command in ("train", "eval"):
         from jaxcnn.backends.cpu import host_memory
 

@@ -34,3 +34,10 @@ def test_table_lists_last_evaluation_and_seed_means(tmp_path):
     # By hand: mean 0.9958; deviations -8e-4, 2e-4, 6e-4; sample std sqrt(104e-8 / 2) = 7.2e-4.
     assert "| mnist_best | test accuracy | 0, 1, 2 | 99.58% | 0.07% | 99.50% | 99.64% |" in text
     assert "| lonely |" not in text
+
+
+def test_detection_runs_report_map(tmp_path):
+    store = tmp_path / "results"
+    _fake_run(store, "mnist_det", 0.7123, task="detection", key="mAP")
+    text = results.write_table(store, tmp_path / "RESULTS.md").read_text()
+    assert "| mnist_det | mAP@[.5:.95] | 0.7123 |" in text

@@ -17,16 +17,21 @@ SOURCES = ("auto", "idx", "tfds")
 DERIVED_TASKS = ("segmentation", "detection", "rotation")
 
 
-def _derive(task: str, digits: RandomAccessSource, num_examples: int | None) -> RandomAccessSource:
-    """The ``<digits>_<task>`` dataset built from a digits source (default: one example per digit)."""
+def _derive(task: str, digits: RandomAccessSource, num_examples: int | None,
+            options: dict | None = None) -> RandomAccessSource:
+    """The ``<digits>_<task>`` dataset built from a digits source (default: one example per digit);
+    ``options`` are keyword arguments of the derived dataset's class."""
     from jaxcnn.data.derived import DetectionCanvases, RotatedDigits, SegmentationCanvases
 
     num_examples = len(digits) if num_examples is None else num_examples
-    if task == "segmentation":
-        return SegmentationCanvases(digits, num_examples)
-    if task == "detection":
-        return DetectionCanvases(digits, num_examples)
-    return RotatedDigits(digits, num_examples)
+    cls = {"segmentation": SegmentationCanvases, "detection": DetectionCanvases}.get(task, RotatedDigits)
+    options = dict(options or {})
+    if "digit_scale" in options and options["digit_scale"] is not None:
+        options["digit_scale"] = tuple(options["digit_scale"])  # JSON configs give a list
+    try:
+        return cls(digits, num_examples, **options)
+    except TypeError as err:
+        raise TypeError(f"load: derived_options {sorted(options)} do not fit {cls.__name__}: {err}") from err
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -34,7 +39,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, source: str = "auto",
-         download: bool = False, num_examples: int | None = None, verify: str = "warn") -> RandomAccessSource:
+         download: bool = False, num_examples: int | None = None, verify: str = "warn",
+         derived_options: dict | None = None) -> RandomAccessSource:
     """A random-access source of ``name``/``split``: ``[i] -> {"image": uint8 (H, W, C), "label": int32 ()}``.
 
     Args:
@@ -55,6 +61,9 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
         download. Off by default so an offline run fails fast with a clear message.
       num_examples: derived datasets only: how many examples to derive from the split's digits
         (default one per digit; ``4 * len(digits)`` shows each digit at 4 angles or in 4 canvases).
+      derived_options: derived datasets only: keyword arguments of their class, e.g.
+        ``{"canvas_size": 96, "min_digits": 1, "max_digits": 5, "digit_scale": (0.5, 2.0)}``
+        for :class:`DetectionCanvases`.
       verify: IDX files only: how to treat files whose MD5 differs from the published ones
         (computed once per file, then remembered by path, size and mtime in
         ``~/.cache/jaxcnn/checksums.json``). ``"warn"`` (default): a
@@ -88,9 +97,11 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, so
         if not derived:
             raise ValueError(f"{fn}: num_examples applies to derived datasets (names ending in "
                              f"{', '.join('_' + t for t in DERIVED_TASKS)}), got name={name!r}")
+    if derived_options and not derived:
+        raise ValueError(f"{fn}: derived_options apply to derived datasets, got name={name!r}")
     if derived:
         digits = load(base, split, data_dir=data_dir, source=source, download=download, verify=verify)
-        return _derive(task, digits, num_examples)
+        return _derive(task, digits, num_examples, derived_options)
     is_idx = name in idx.IDX_DATASETS
     if source == "idx" and not is_idx:
         raise ValueError(

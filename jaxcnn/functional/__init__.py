@@ -32,6 +32,24 @@ from jaxcnn.functional.pooling import (
 )
 from jaxcnn.functional.resize import upsample
 from jaxcnn.functional import init  # initialisers: F.init.kaiming_uniform(key, shape) ...
+from jaxcnn.functional.boxes import (
+    BBOX_XFORM_CLIP,
+    BOX_FORMATS,
+    anchors_for_feature_maps,
+    batched_nms,
+    box_area,
+    box_convert,
+    box_iou,
+    cell_anchors,
+    clip_boxes_to_image,
+    decode_boxes,
+    encode_boxes,
+    generalized_box_iou,
+    grid_anchors,
+    nms,
+    roi_align,
+    roi_pool,
+)
 
 __all__ = [
     "PADDING_MODES",
@@ -76,4 +94,20 @@ __all__ = [
     "min_pool",
     "upsample",
     "init",
+    "BBOX_XFORM_CLIP",
+    "BOX_FORMATS",
+    "anchors_for_feature_maps",
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "cell_anchors",
+    "clip_boxes_to_image",
+    "decode_boxes",
+    "encode_boxes",
+    "generalized_box_iou",
+    "grid_anchors",
+    "nms",
+    "roi_align",
+    "roi_pool",
 ]

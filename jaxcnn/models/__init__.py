@@ -20,6 +20,7 @@ from jaxcnn.models.resnet import (
     ResNet101,
     ResNet152,
 )
+from jaxcnn.models.detection import RCNN, FasterRCNN, FastRCNN, detect, detection_loss
 from jaxcnn.models.segmentation import FCN, UNet
 from jaxcnn.models.simple_cnn import AllConvNet, LeNet5, SignalRegressor, SimpleCNN
 from jaxcnn.models.torch_import import infer_torch_resnet, load_torch_resnet, read_state_dict
@@ -35,6 +36,11 @@ __all__ = [
     "ResNet152",
     "FCN",
     "UNet",
+    "RCNN",
+    "FastRCNN",
+    "FasterRCNN",
+    "detect",
+    "detection_loss",
     "AllConvNet",
     "LeNet5",
     "SignalRegressor",
@@ -58,6 +64,9 @@ MODELS = {
     "UNet": UNet,
     "FCN": FCN,
     "SignalRegressor": SignalRegressor,
+    "RCNN": RCNN,
+    "FastRCNN": FastRCNN,
+    "FasterRCNN": FasterRCNN,
 }
 
 
@@ -66,7 +75,8 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
     Args:
       name: a key of :data:`MODELS` (``"SimpleCNN"``, ``"LeNet5"``, ``"AllConvNet"``,
-        ``"ResNet18"`` ... ``"ResNet152"``, ``"UNet"``, ``"FCN"``, ``"SignalRegressor"``).
+        ``"ResNet18"`` ... ``"ResNet152"``, ``"UNet"``, ``"FCN"``, ``"SignalRegressor"``, ``"RCNN"``,
+        ``"FastRCNN"``, ``"FasterRCNN"``).
       **kwargs: the model's fields (``num_classes``, ``dtype`` ...).
 
     Returns:

@@ -26,6 +26,7 @@ from jaxcnn.train.checkpoint import (
     merge_matching,
 )
 from jaxcnn.train.config import default_config, validate_config
+from jaxcnn.train.detection_task import DetectionTask, detection_task  # registers config.task = "detection"
 from jaxcnn.train.evaluation import evaluate, evaluate_workdir
 from jaxcnn.train.loop import NonFiniteError, train_and_evaluate
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
@@ -60,6 +61,8 @@ from jaxcnn.train.tasks import (
 )
 
 __all__ = [
+    "DetectionTask",
+    "detection_task",
     "CheckpointWriteError",
     "ClassificationTask",
     "EvaluationContext",

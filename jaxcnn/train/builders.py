@@ -60,13 +60,17 @@ def load_sources(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     ``dataset.examples_per_class > 0`` keeps the first that many training examples of each
     class (a balanced few-label subset, e.g. 100 per class for transfer learning);
     ``dataset.derived_train_examples > 0`` sizes a derived training set (``load``'s
-    ``num_examples``). The eval set is always the split as named.
+    ``num_examples``); ``dataset.derived_options`` are the derived dataset's keyword arguments
+    (``canvas_size``, ``min_digits`` ...), for both splits. The eval set is always the split as named.
     """
     from jaxcnn.data import Subset
     from jaxcnn.data.loading import load
 
     data_dir = config.dataset.data_dir or None
     kwargs = {"data_dir": data_dir, "source": config.dataset.source, "download": bool(config.dataset.get("download", False))}
+    options = config.dataset.get("derived_options", None)
+    if options:
+        kwargs["derived_options"] = options.to_dict() if isinstance(options, ml_collections.ConfigDict) else dict(options)
     derived_examples = int(config.dataset.get("derived_train_examples", 0) or 0)
     train = load(config.dataset.name, config.dataset.train_split, num_examples=derived_examples or None, **kwargs)
     per_class = int(config.dataset.get("examples_per_class", 0) or 0)

@@ -46,6 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.dataset.examples_per_class = 0
     config.dataset.train_split = "train"
     config.dataset.derived_train_examples = 0
+    # Keyword arguments of a derived dataset (DetectionCanvases: canvas_size, min_digits ...).
+    config.dataset.derived_options = ml_collections.ConfigDict()
     config.dataset.eval_split = "test"
     config.dataset.num_classes = 0
     config.dataset.worker_count = 0
@@ -158,7 +160,7 @@ def _check_str(config: Any, field: str) -> str:
 
 
 # Groups whose keys are passed on as keyword arguments (checked by what receives them).
-_FREE_FORM = ("model", "optimizer.kwargs", "augment_options")
+_FREE_FORM = ("model", "optimizer.kwargs", "augment_options", "dataset.derived_options")
 
 
 def _check_known_fields(config: Any, schema: Any, prefix: str = "") -> None:

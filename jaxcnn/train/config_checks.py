@@ -87,6 +87,8 @@ def dataset_identity(source: Any) -> dict[str, Any]:
     for i in range(min(len(source), FINGERPRINT_EXAMPLES)):
         example = source[i]
         for key in ("image", "label"):
+            if key not in example:  # detection canvases have boxes, not a label
+                continue
             crc = zlib.crc32(np.ascontiguousarray(np.asarray(example[key])).tobytes(), crc)
     return {
         "name": getattr(info, "name", None),

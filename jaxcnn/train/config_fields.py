@@ -7,7 +7,8 @@ to ``default_config.__doc__`` (``help()`` and the API reference show it) and ren
 training guide. A test checks that every field has a description and that no description
 names a field that does not exist.
 
-Free-form sections (``model``, ``optimizer.kwargs``, ``augment_options``) take extra keys
+Free-form sections (``model``, ``optimizer.kwargs``, ``augment_options``,
+``dataset.derived_options``) take extra keys
 that are passed on; they are described as a whole.
 """
 
@@ -17,7 +18,8 @@ from typing import Any
 
 DESCRIPTIONS: dict[str, str] = {
     "seed": "Seeds parameter init, dropout and the data order (the same seed gives the same run).",
-    "task": 'What is learned: `"classification"`, `"segmentation"` or `"regression"` (`jaxcnn.train.TASKS`).',
+    "task": 'What is learned: `"classification"`, `"segmentation"`, `"regression"` or `"detection"` '
+            '(`jaxcnn.train.registered_tasks()`).',
     "regression_loss": 'Regression only: `"mse"` or `"mae"`.',
     "dataset.name": "`jaxcnn.data.load` name: `mnist`, `fashion_mnist`, a derived dataset "
                     "(`mnist_segmentation`, `mnist_detection`, `mnist_rotation`) or a tfds name.",
@@ -30,6 +32,8 @@ DESCRIPTIONS: dict[str, str] = {
     "dataset.train_split": 'Training split, sliced tfds-style: `"train"`, `"train[:1000]"`, `"train[:90%]"`.',
     "dataset.derived_train_examples": "> 0: a derived training set has this many examples from its split's "
                                       "digits (`240000`: every MNIST digit at 4 angles); 0: one per digit.",
+    "dataset.derived_options": "Free-form: keyword arguments of a derived dataset's class, for both splits, e.g. "
+                               "`dataset.derived_options.canvas_size=96` (`DetectionCanvases`).",
     "dataset.eval_split": 'Evaluation split, e.g. `"test"`; without its slice, the `split` in `metrics.jsonl`.',
     "dataset.num_classes": "Number of classes; 0: taken from the dataset.",
     "dataset.worker_count": "grain worker processes for the input pipeline (0: threads only).",
@@ -92,7 +96,7 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 # Sections whose keys are passed on as they are: described as a whole.
-FREE_FORM = ("model", "optimizer.kwargs", "augment_options")
+FREE_FORM = ("model", "optimizer.kwargs", "augment_options", "dataset.derived_options")
 
 
 def field_paths(config: Any) -> list[str]:

@@ -34,7 +34,7 @@ def evaluate(
     total = None
     for batch in loader:
         stats = jax.device_get(eval_step(state, parallel.put_batch(batch)))
-        total = add_statistics(total, stats)
+        total = add_statistics(total, stats, task.gathered_statistics)
     if total is None:
         raise ValueError("evaluate: the evaluation loader yielded no batch")
     return task.summarize(total), total

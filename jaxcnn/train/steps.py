@@ -182,7 +182,14 @@ def make_eval_step(
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         outputs = task.forward(lambda *a, **kw: model.apply(variables, *a, train=False, **kw), batch, key, train=False)
         stats = task.statistics(_float32(outputs), batch)
-        return stats if axis_name is None else jax.lax.psum(stats, axis_name)
+        if axis_name is None:
+            return stats
+        gathered = task.gathered_statistics
+        # Per-example rows are stacked over the devices in device order (the batch's order).
+        return {
+            k: jax.lax.all_gather(v, axis_name, tiled=True) if k in gathered else jax.lax.psum(v, axis_name)
+            for k, v in stats.items()
+        }
 
     return eval_step
 

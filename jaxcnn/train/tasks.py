@@ -101,7 +101,7 @@ class Task:
       (device-summed) statistics, traced; the loop averages them over the log interval. The
       engine adds ``loss``, ``grad_norm`` and ``learning_rate`` itself.
     * ``summarize(sums) -> {name: float}`` (host): evaluation metrics from statistics summed in
-      float64 over a whole pass; must contain ``"loss"``.
+      float64 over a whole pass (the ``gathered_statistics`` concatenated); must contain ``"loss"``.
     * ``evaluation_extras(context)`` (host): files beside the metrics after the final
       evaluation (plots), see :class:`EvaluationContext`. Default: nothing.
 
@@ -117,6 +117,11 @@ class Task:
     # The metrics ``summarize`` reports, each with the direction in which it improves ("min" or
     # "max"): what ``config.checkpoint.best_metric`` / ``best_mode`` are checked against.
     metric_modes: Mapping[str, str] = {"loss": "min"}
+    # Statistics that are per-example rows (leading axis N) rather than sums: the engine
+    # concatenates them over evaluation batches (and gathers them over devices) instead of
+    # adding them, so ``summarize`` can compute metrics that are not additive (detection mAP).
+    # Padding examples' rows are kept: the task masks them with its own weights.
+    gathered_statistics: tuple[str, ...] = ()
 
     def forward(self, apply: Apply, batch: Batch, key: jax.Array, *, train: bool) -> Outputs:
         del key, train
@@ -456,9 +461,12 @@ def make_task(name: str, *, num_classes: int | None = None, **kwargs: Any) -> Ta
     raise ValueError(f"make_task: unknown task={name!r}; expected one of {TASKS}")
 
 
-def add_statistics(total: dict[str, np.ndarray] | None, new: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Host-side running sum of statistics dicts (float64, so long evaluations stay exact)."""
-    new = {k: np.asarray(v, np.float64) for k, v in new.items()}
+def add_statistics(
+    total: dict[str, np.ndarray] | None, new: Mapping[str, Any], gathered: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """Host-side running sum of statistics dicts (float64, so long evaluations stay exact);
+    the ``gathered`` ones (:attr:`Task.gathered_statistics`) are concatenated along axis 0."""
+    new = {k: np.asarray(v) if k in gathered else np.asarray(v, np.float64) for k, v in new.items()}
     if total is None:
         return new
-    return {k: total[k] + new[k] for k in total}
+    return {k: np.concatenate([total[k], new[k]]) if k in gathered else total[k] + new[k] for k in total}

@@ -142,3 +142,88 @@ def test_argument_errors(small_digits):
         RotatedDigits(small_digits, max_angle=200.0)
     with pytest.raises(IndexError, match="index 5 is out of range for 5"):
         SegmentationCanvases(small_digits, 5)[5]
+
+
+def test_variable_digit_counts_are_padded_with_a_mask(small_digits):
+    det = DetectionCanvases(small_digits, 60, min_digits=0, max_digits=4, seed=1)
+    assert det.info.element_spec["box_valid"] == ((4,), "bool")
+    counts = []
+    for i in range(60):
+        example, canvas = det[i], det.canvas(i)
+        n = len(canvas["digit_indices"])
+        counts.append(n)
+        assert example["boxes"].shape == (4, 4) and example["classes"].shape == (4,)
+        np.testing.assert_array_equal(example["box_valid"], np.arange(4) < n)
+        assert (example["boxes"][n:] == 0).all() and (example["classes"][n:] == -1).all()
+        np.testing.assert_array_equal(example["classes"][:n], small_digits.labels[canvas["digit_indices"]])
+        assert (example["image"] > 0).any() == (n > 0)
+    assert set(counts) == {0, 1, 2, 3, 4}
+    # the fixed count keeps an all-True mask
+    assert DetectionCanvases(small_digits, 2, num_digits=3)[0]["box_valid"].tolist() == [True] * 3
+
+
+def test_scaled_digits_on_a_large_canvas(small_digits):
+    """Reference: each recorded digit resized by torch's bilinear interpolation (half-pixel
+    centres, no antialias) and pasted with np.maximum; boxes are the scaled squares."""
+    torch = pytest.importorskip("torch")
+    det = DetectionCanvases(small_digits, 12, canvas_size=96, min_digits=1, max_digits=3,
+                            digit_scale=(0.5, 2.0), seed=2)
+    factors = []
+    for i in range(12):
+        canvas = det.canvas(i)
+        expected = np.zeros((96, 96), np.float64)
+        for d, (r, c), (h, w), box in zip(canvas["digit_indices"], canvas["positions"], canvas["sizes"],
+                                          canvas["boxes"]):
+            patch = torch.from_numpy(small_digits.images[d, ..., 0].astype(np.float64))[None, None]
+            scaled = torch.nn.functional.interpolate(patch, size=(int(h), int(w)), mode="bilinear",
+                                                     align_corners=False)[0, 0].numpy()
+            expected[r : r + h, c : c + w] = np.maximum(expected[r : r + h, c : c + w], np.round(scaled))
+            factors.append(h / 28)
+            # the square (side s at row 4, column 6 of the patch) scaled by h / 28, within a pixel
+            s = 6 + d % 10
+            np.testing.assert_allclose(box, [c + 6 * h / 28, r + 4 * h / 28, c + (6 + s) * h / 28,
+                                             r + (4 + s) * h / 28], atol=1.01)
+        assert np.abs(canvas["image"][..., 0].astype(int) - expected).max() <= 1
+        assert ((canvas["label"] > 0) == (canvas["image"][..., 0] > 127)).all()
+    assert min(factors) < 0.8 and max(factors) > 1.4 and 0.49 <= min(factors) and max(factors) <= 2.01
+
+
+def test_boxes_follow_flips_and_crops(small_digits):
+    """One solid square per canvas: after a flip and a crop, each box is still tight around the
+    pixels above threshold (or empty when the square left the window); box_valid passes through."""
+    from jaxcnn.data import augment as A
+
+    det = DetectionCanvases(small_digits, 8, canvas_size=48, min_digits=1, max_digits=1,
+                            digit_scale=(0.5, 1.5), seed=4)
+    examples = [det[i] for i in range(8)]
+    batch = {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+    flip = np.arange(8) % 2 == 0
+    offsets = np.random.default_rng(0).integers(0, 41, size=(8, 2))
+    out = A.crop(A.flip_left_right(batch, flip), offsets, padding=20)
+    np.testing.assert_array_equal(np.asarray(out["box_valid"]), batch["box_valid"])
+    for image, (x0, y0, x1, y1) in zip(np.asarray(out["image"]), np.asarray(out["boxes"])[:, 0]):
+        ys, xs = np.nonzero(image[..., 0] > 127)
+        if ys.size:
+            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        else:
+            assert x0 == x1 or y0 == y1
+
+
+def test_real_mnist_scaled_canvases(mnist_test):
+    det = DetectionCanvases(mnist_test, 3, canvas_size=96, min_digits=2, max_digits=5, digit_scale=(0.5, 2.0))
+    for i in range(3):
+        canvas = det.canvas(i)
+        assert ((canvas["label"] > 0) == (canvas["image"][..., 0] > 127)).all()
+        valid = canvas["boxes"][canvas["box_valid"]]
+        assert (valid[:, :2] >= 0).all() and (valid[:, 2:] <= 96).all() and (valid[:, 2:] > valid[:, :2]).all()
+
+
+def test_variable_canvas_argument_errors(small_digits):
+    with pytest.raises(ValueError, match="give both min_digits and max_digits"):
+        DetectionCanvases(small_digits, 3, min_digits=1)
+    with pytest.raises(ValueError, match="max_digits must be"):
+        DetectionCanvases(small_digits, 3, min_digits=3, max_digits=2)
+    with pytest.raises(ValueError, match="smaller than the digits"):
+        DetectionCanvases(small_digits, 3, canvas_size=64, digit_scale=(0.5, 2.5))
+    with pytest.raises(ValueError, match="digit_scale must be a pair"):
+        DetectionCanvases(small_digits, 3, digit_scale=2.0)
