@@ -17,7 +17,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxcnn import functional as F
 from jaxcnn import nn as jnn
@@ -65,7 +64,7 @@ class SelfAttention(nn.Module):
         n, h, w, c = x.shape
         tokens = jnn.GroupNorm(self.num_groups, dtype=self.dtype, name="norm")(x).reshape(n, h * w, c)
         q, k, v = jnp.split(jnn.Dense(3 * c, dtype=self.dtype, name="qkv")(tokens), 3, axis=-1)
-        weights = F.softmax(jnp.einsum("nqc,nkc->nqk", q, k) / np.sqrt(c).astype(np.float32), axis=-1)
+        weights = F.softmax(jnp.einsum("nqc,nkc->nqk", q, k) / math.sqrt(c), axis=-1)
         out = jnn.Dense(c, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="proj")(
             jnp.einsum("nqk,nkc->nqc", weights, v))
         return x + out.reshape(n, h, w, c)
