@@ -10,6 +10,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxcnn.models.diffusion_unet import DiffusionUNet
 from jaxcnn.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -35,6 +36,7 @@ __all__ = [
     "ResNet152",
     "FCN",
     "UNet",
+    "DiffusionUNet",
     "AllConvNet",
     "LeNet5",
     "SignalRegressor",
@@ -57,6 +59,7 @@ MODELS = {
     "ResNet152": ResNet152,
     "UNet": UNet,
     "FCN": FCN,
+    "DiffusionUNet": DiffusionUNet,
     "SignalRegressor": SignalRegressor,
 }
 
