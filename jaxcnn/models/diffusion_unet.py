@@ -115,12 +115,14 @@ class DiffusionUNet(nn.Module):
         return self.apply({"params": params}, x, t, labels)
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, t: jax.Array | None = None, labels: jax.Array | None = None,
+                 train: bool = False) -> jax.Array:
         del train  # no dropout or batch statistics; accepted for the zoo's calling convention
         name = "DiffusionUNet"
         x = _checks.inputs(x, name)
         n = x.shape[0]
-        t = jnp.asarray(t)
+        # t=None (timestep 0) only so that the engine can initialise the model as model.init(key, x).
+        t = jnp.zeros((n,), jnp.int32) if t is None else jnp.asarray(t)
         if t.shape != (n,):
             raise ValueError(f"{name}: t must be (N,) = ({n},), got shape {tuple(t.shape)}")
         if self.num_classes is None and labels is not None:

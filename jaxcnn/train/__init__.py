@@ -27,6 +27,7 @@ from jaxcnn.train.checkpoint import (
 )
 from jaxcnn.train.config import default_config, validate_config
 from jaxcnn.train.evaluation import evaluate, evaluate_workdir
+from jaxcnn.train.generation_task import GenerationTask, generation_config  # registers config.task="generation"
 from jaxcnn.train.loop import NonFiniteError, train_and_evaluate
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import (
@@ -63,6 +64,7 @@ __all__ = [
     "CheckpointWriteError",
     "ClassificationTask",
     "EvaluationContext",
+    "GenerationTask",
     "RegressionTask",
     "SegmentationTask",
     "Checkpointer",
@@ -95,6 +97,7 @@ __all__ = [
     "make_optimizer",
     "make_preprocessing",
     "make_schedule",
+    "generation_config",
     "make_task",
     "make_task_for",
     "make_train_step",

@@ -1,0 +1,216 @@
+"""Image generation by denoising diffusion as a task of the training engine: ``config.task = "generation"``.
+
+The model (``config.model.name = "DiffusionUNet"``) is trained on the diffusion objective
+(:func:`jaxcnn.diffusion.diffusion_loss`): each step draws timesteps and noise from the task
+key, with label dropout for classifier-free guidance when ``config.task_options.class_conditional``.
+Images are scaled to ``[-1, 1]`` by the engine's normalisation (``config.normalize.mean =
+config.normalize.std = 0.5``, checked). The evaluation loss is the same objective at noise and
+timesteps drawn from the engine's fixed evaluation key, so evaluations compare. The evaluation
+extras write ``plots/samples.png``, a grid sampled with the evaluated (EMA, when on) weights.
+Options live in ``config.task_options`` (:func:`generation_config`); see ``docs/diffusion.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcnn import diffusion as D
+from jaxcnn.train.tasks import Task, example_weights, model_inputs, register_task
+
+SAMPLE_CHUNK = 256  # samples drawn per compiled call; chunk i uses fold_in(key, i), so N does not change earlier images
+
+
+def generation_config() -> ml_collections.ConfigDict:
+    """The defaults of ``config.task_options`` (experiment configs set ``config.task_options = generation_config()``).
+
+    Fields: ``class_conditional`` (the model embeds the dataset's classes and a null label),
+    ``label_dropout`` (probability of the null label in training, for classifier-free guidance),
+    ``schedule`` (``"linear"`` or ``"cosine"``), ``num_timesteps`` (``T``), ``prediction``
+    (``"epsilon"`` or ``"v"``), ``image_shape`` (``(H, W, C)`` of the training images; ``jaxcnn
+    sample`` reads it), and for the grid of the evaluation extras ``grid_samples`` (0: no grid),
+    ``sampler``, ``sample_steps``, ``guidance`` (``w``: ``(1 + w) cond - w uncond``).
+    """
+    g = ml_collections.ConfigDict()
+    g.class_conditional = True
+    g.label_dropout = 0.1
+    g.schedule = "cosine"
+    g.num_timesteps = 1000
+    g.prediction = "epsilon"
+    g.image_shape = (28, 28, 1)
+    g.grid_samples = 100
+    g.sampler = "ddim"
+    g.sample_steps = 20
+    g.guidance = 2.0
+    return g
+
+
+class GenerationTask(Task):
+    """Denoising diffusion: outputs are the per-example objective ``(N,)``; metric ``loss`` (lower is better).
+
+    Args:
+      num_classes: ``K`` for a class-conditional model (labels ``0 .. K-1``, null label ``K``),
+        ``None`` for an unconditional one.
+      schedule: a :class:`jaxcnn.diffusion.NoiseSchedule`.
+      image_shape: ``(H, W, C)`` of the images.
+      label_dropout, prediction: as in :func:`jaxcnn.diffusion.diffusion_loss`.
+      grid_samples, sampler, sample_steps, guidance: the grid of the evaluation extras.
+      normalize: ``(mean, std)`` of the engine's normalisation, to turn samples back into pixels.
+    """
+
+    name = "generation"
+    metric_modes = {"loss": "min"}
+
+    def __init__(self, num_classes: int | None, schedule: D.NoiseSchedule, image_shape: Sequence[int], *,
+                 label_dropout: float = 0.1, prediction: str = "epsilon", grid_samples: int = 100,
+                 sampler: str = "ddim", sample_steps: int = 20, guidance: float = 0.0,
+                 normalize: tuple[float, float] = (0.5, 0.5)):
+        self.num_classes = num_classes
+        self.schedule = schedule
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.label_dropout = float(label_dropout) if num_classes else 0.0
+        self.prediction = prediction
+        self.grid_samples = int(grid_samples)
+        self.sampler = sampler
+        self.sample_steps = int(sample_steps)
+        self.guidance = float(guidance) if num_classes else 0.0
+        self.normalize = normalize
+
+    def forward(self, apply, batch, key, *, train):
+        x0 = model_inputs(batch)
+        if tuple(x0.shape[1:]) != self.image_shape:
+            raise ValueError(f"generation: images of shape {tuple(x0.shape[1:])} but config.task_options.image_shape="
+                             f"{self.image_shape}; set it to the dataset's (H, W, C)")
+        labels = batch["label"].astype(jnp.int32) if self.num_classes else None
+        return D.diffusion_loss(
+            lambda _, xt, t, y: apply(xt, t, y), None, key, x0, self.schedule, labels=labels,
+            num_classes=self.num_classes, label_dropout=self.label_dropout if train else 0.0,
+            prediction=self.prediction, reduction="none",
+        )
+
+    def loss(self, outputs, batch):
+        w = example_weights(batch)
+        return jnp.sum(outputs * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+    def statistics(self, outputs, batch):
+        w = example_weights(batch)
+        return {"loss_sum": jnp.sum(outputs * w), "count": jnp.sum(w)}
+
+    def summarize(self, sums):
+        return {"loss": float(sums["loss_sum"]) / max(float(sums["count"]), 1.0)}
+
+    def to_pixels(self, x: Any) -> np.ndarray:
+        """Model-space images ``(N, H, W, C)`` (``[-1, 1]``) as uint8 pixels, undoing the normalisation."""
+        mean, std = self.normalize
+        return np.clip(np.round((np.asarray(x, np.float64) * std + mean) * 255.0), 0, 255).astype(np.uint8)
+
+    def evaluation_extras(self, context):
+        if self.grid_samples < 1:
+            return
+        k = self.num_classes
+        per_row = int(np.ceil(np.sqrt(self.grid_samples))) if not k else max(1, self.grid_samples // k)
+        labels = None if not k else np.repeat(np.arange(k, dtype=np.int32), per_row)
+        n = self.grid_samples if not k else k * per_row
+        images = generate(context.model, context.variables["params"], self, jax.random.PRNGKey(0), n, labels=labels,
+                          sampler=self.sampler, steps=self.sample_steps, guidance=self.guidance)
+        save_grid(self.to_pixels(images), os.path.join(context.workdir, "plots", "samples.png"), columns=per_row)
+
+
+def generate(model: Any, params: Any, task: GenerationTask, key: jax.Array, num: int, *,
+             labels: np.ndarray | None = None, sampler: str = "ddim", steps: int | None = None,
+             eta: float = 0.0, guidance: float = 0.0) -> np.ndarray:
+    """``num`` samples ``(num, H, W, C)`` float32 in ``[-1, 1]`` from ``model`` with ``params``.
+
+    Drawn in chunks of :data:`SAMPLE_CHUNK`, chunk ``i`` from ``fold_in(key, i)``: the same key
+    gives the same images. ``labels: (num,)`` int for a class-conditional model.
+    """
+    shape = task.image_shape
+    model_fn = lambda p, x, t, y: model.apply({"params": p}, x, t, y)  # noqa: E731
+
+    def run(p, key, y, n):
+        return D.sample(lambda x, t, yy: model_fn(p, x, t, yy), task.schedule, key, (n, *shape), sampler=sampler,
+                        steps=steps, eta=eta, labels=y, num_classes=task.num_classes, guidance_scale=guidance,
+                        prediction=task.prediction, clip_x0=1.0)
+
+    run = jax.jit(run, static_argnums=3)
+    out = []
+    for i, start in enumerate(range(0, num, SAMPLE_CHUNK)):
+        n = min(SAMPLE_CHUNK, num - start)
+        y = None if labels is None else jnp.asarray(labels[start:start + n], jnp.int32)
+        out.append(np.asarray(run(params, jax.random.fold_in(key, i), y, n), np.float32))
+    return np.concatenate(out, axis=0)
+
+
+def save_grid(images: np.ndarray, path: str | os.PathLike, *, columns: int, pad: int = 2) -> str:
+    """Writes uint8 images ``(N, H, W, C)`` as one PNG grid, ``columns`` per row, ``pad`` black pixels apart."""
+    from PIL import Image
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"save_grid: images must be uint8 (N, H, W, 1 or 3), got {images.dtype} {images.shape}")
+    n, h, w, c = images.shape
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    grid = np.zeros((rows * (h + pad) + pad, columns * (w + pad) + pad, c), np.uint8)
+    for i in range(n):
+        r, q = divmod(i, columns)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[i]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)
+    return os.fspath(path)
+
+
+def generation_task_from_config(config: ml_collections.ConfigDict, num_classes: int) -> GenerationTask:
+    """The task of ``config.task_options`` (checked; a ``ValueError`` names the field)."""
+    g = config.get("task_options") or ml_collections.ConfigDict()
+    defaults = generation_config()
+    unknown = sorted(set(g.keys()) - set(defaults.keys()))
+    if unknown:
+        raise ValueError(f"config.task_options has unknown fields {unknown}; its fields are {sorted(defaults.keys())}")
+    g = {**defaults.to_dict(), **g.to_dict()}
+    if (float(config.normalize.mean), float(config.normalize.std)) != (0.5, 0.5):
+        raise ValueError(f"config.task='generation' trains on images in [-1, 1]: config.normalize.mean and .std must "
+                         f"be 0.5, got {config.normalize.mean} and {config.normalize.std}")
+    conditional = g["class_conditional"]
+    if not isinstance(conditional, bool):
+        raise ValueError(f"config.task_options.class_conditional must be a bool, got {conditional!r}")
+    if conditional and num_classes < 2:
+        raise ValueError(f"config.task_options.class_conditional=True needs config.dataset.num_classes >= 2 (or a "
+                         f"dataset that states its classes), got {num_classes}")
+    if g["schedule"] not in D.SCHEDULES:
+        raise ValueError(f"config.task_options.schedule={g['schedule']!r} is not one of {D.SCHEDULES}")
+    t_max = g["num_timesteps"]
+    if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1:
+        raise ValueError(f"config.task_options.num_timesteps must be a positive int, got {t_max!r}")
+    if g["prediction"] not in D.PREDICTIONS:
+        raise ValueError(f"config.task_options.prediction={g['prediction']!r} is not one of {D.PREDICTIONS}")
+    if not 0.0 <= float(g["label_dropout"]) < 1.0:
+        raise ValueError(f"config.task_options.label_dropout must be in [0, 1), got {g['label_dropout']!r}")
+    shape = tuple(g["image_shape"])
+    if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"config.task_options.image_shape must be three positive ints (H, W, C), got {shape!r}")
+    if g["sampler"] not in D.SAMPLERS:
+        raise ValueError(f"config.task_options.sampler={g['sampler']!r} is not one of {D.SAMPLERS}")
+    if not isinstance(g["sample_steps"], int) or not 1 <= g["sample_steps"] <= t_max:
+        raise ValueError(f"config.task_options.sample_steps must be an int in [1, num_timesteps={t_max}], "
+                         f"got {g['sample_steps']!r}")
+    if float(g["guidance"]) < 0 or (float(g["guidance"]) > 0 and not conditional):
+        raise ValueError(f"config.task_options.guidance={g['guidance']!r} must be >= 0, and 0 without "
+                         f"class_conditional")
+    if not isinstance(g["grid_samples"], int) or g["grid_samples"] < 0:
+        raise ValueError(f"config.task_options.grid_samples must be an int >= 0, got {g['grid_samples']!r}")
+    return GenerationTask(
+        num_classes if conditional else None, D.make_schedule(g["schedule"], t_max), shape,
+        label_dropout=g["label_dropout"], prediction=g["prediction"], grid_samples=g["grid_samples"],
+        sampler=g["sampler"], sample_steps=g["sample_steps"], guidance=float(g["guidance"]),
+        normalize=(float(config.normalize.mean), float(config.normalize.std)),
+    )
+
+
+register_task("generation", generation_task_from_config)
