@@ -214,3 +214,104 @@ def generation_task_from_config(config: ml_collections.ConfigDict, num_classes: 
 
 
 register_task("generation", generation_task_from_config)
+
+
+class SamplingArgumentError(ValueError):
+    """An argument of :func:`sample_workdir` that cannot work with the run (the ``jaxcnn`` command exits 2).
+
+    ``argument``: its name (``"label"``, ``"steps"`` ...; the command's option is ``--`` + it).
+    """
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(message)
+        self.argument = argument
+
+
+def _check_int(value: Any, name: str, low: int, high: int | None = None, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise SamplingArgumentError(name, f"{name}={value!r} must be an int {bound}{why}")
+    return int(value)
+
+
+def sample_workdir(workdir: str | os.PathLike, num: int, *, label: int | None = None, sampler: str = "ddim",
+                   steps: int | None = None, eta: float = 0.0, guidance: float | None = None, seed: int = 0,
+                   checkpoint: str = "best", out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Draws ``num`` images from a generation workdir's best or latest checkpoint (EMA weights when kept).
+
+    Returns ``{"images": uint8 (num, H, W, C), "labels": int32 (num,), ...}`` (labels ``-1`` for an
+    unconditional model; a class-conditional one without ``label`` draws the classes in turn,
+    ``0, 1, .., K-1, 0, ..``). ``steps``: default 50 (``ddim``, at most ``T``) or all ``T``
+    (``ddpm``); ``guidance``: default the run's ``task_options.guidance``. With ``out`` (a
+    ``.npz``) writes ``images`` and ``labels`` there and a PNG grid beside it, and returns the
+    paths and settings instead of the arrays. The same ``seed`` gives the same images.
+    Raises :class:`SamplingArgumentError` naming the argument that cannot work with the run.
+    """
+    import time
+
+    import ml_collections
+
+    from jaxcnn.train.builders import build_model
+    from jaxcnn.train.evaluation import _restore_chosen
+    from jaxcnn.train.resume_checks import read_config_json
+
+    config = ml_collections.ConfigDict(read_config_json(os.fspath(workdir)))
+    if config.task != "generation":
+        raise SamplingArgumentError("workdir", f"workdir {os.fspath(workdir)!r} trained task {config.task!r}, "
+                                               f"not 'generation'")
+    num = _check_int(num, "num", 1)
+    seed = _check_int(seed, "seed", 0, 2**32 - 1)
+    if sampler not in D.SAMPLERS:
+        raise SamplingArgumentError("sampler", f"sampler={sampler!r} is not one of {D.SAMPLERS}")
+    if checkpoint not in ("best", "latest"):
+        raise SamplingArgumentError("checkpoint", f"checkpoint={checkpoint!r} must be 'best' or 'latest'")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+        raise SamplingArgumentError("eta", f"eta={eta!r} must be a number >= 0")
+    if eta and sampler != "ddim":
+        raise SamplingArgumentError("eta", f"eta={eta!r} applies to sampler='ddim' only, got sampler={sampler!r}")
+    conditional = bool(config.task_options.get("class_conditional", True))
+    num_timesteps = int(config.task_options.get("num_timesteps", 1000))
+    if steps is None:
+        steps = min(50, num_timesteps) if sampler == "ddim" else num_timesteps
+    steps = _check_int(steps, "steps", 1, num_timesteps, f" (the run trained with {num_timesteps} timesteps)")
+
+    step, variables, _ = _restore_chosen(os.path.join(os.fspath(workdir), "checkpoints"), checkpoint)
+    use_ema = variables["ema_params"] is not None
+    params = variables["ema_params"] if use_ema else variables["params"]
+    num_classes = int(params["class_embedding"].shape[0]) - 1 if conditional else 0
+    task = generation_task_from_config(config, num_classes)
+    if guidance is None:
+        guidance = task.guidance
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
+        raise SamplingArgumentError("guidance", f"guidance={guidance!r} must be a number >= 0")
+    if guidance and not conditional:
+        raise SamplingArgumentError("guidance", f"guidance={guidance!r} needs a class-conditional model; this "
+                                    f"run's is unconditional (task_options.class_conditional=False)")
+    if label is not None:
+        if not conditional:
+            raise SamplingArgumentError("label", f"label={label!r} needs a class-conditional model; this "
+                                        f"run's is unconditional (task_options.class_conditional=False)")
+        label = _check_int(label, "label", 0, num_classes - 1, f" (the run's classes are 0 .. {num_classes - 1})")
+        labels = np.full((num,), label, np.int32)
+    elif conditional:
+        labels = (np.arange(num) % num_classes).astype(np.int32)
+    else:
+        labels = np.full((num,), -1, np.int32)
+
+    model = build_model(config, num_classes, None)
+    start = time.time()
+    images = task.to_pixels(generate(model, params, task, jax.random.PRNGKey(seed), num,
+                                     labels=labels if conditional else None, sampler=sampler, steps=steps,
+                                     eta=float(eta), guidance=float(guidance)))
+    settings = {"num": num, "step": step, "checkpoint": checkpoint, "weights": "ema" if use_ema else "params",
+                "sampler": sampler, "steps": steps, "eta": float(eta), "guidance": float(guidance), "seed": seed,
+                "seconds": round(time.time() - start, 3)}
+    if out is None:
+        return {"images": images, "labels": labels, **settings}
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez(out, images=images, labels=labels)
+    columns = num_classes if conditional and label is None else int(np.ceil(np.sqrt(num)))
+    grid = save_grid(images, os.path.splitext(out)[0] + ".png", columns=columns)
+    return {"out": out, "grid": grid, **settings}
