@@ -12,6 +12,7 @@ Options live in ``config.task_options`` (:func:`generation_config`); see ``docs/
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,9 @@ def generation_config() -> ml_collections.ConfigDict:
     (``"epsilon"`` or ``"v"``), ``image_shape`` (``(H, W, C)`` of the training images; ``jaxcnn
     sample`` reads it), and for the grid of the evaluation extras ``grid_samples`` (0: no grid),
     ``sampler``, ``sample_steps``, ``guidance`` (``w``: ``(1 + w) cond - w uncond``).
+    Sample quality, measured by ``jaxcnn eval`` when ``classifier_workdir`` names a classifier's
+    workdir trained on the same dataset: ``quality_samples`` samples drawn with DDIM in
+    ``quality_steps`` steps (see :func:`sample_quality`).
     """
     g = ml_collections.ConfigDict()
     g.class_conditional = True
@@ -48,6 +52,9 @@ def generation_config() -> ml_collections.ConfigDict:
     g.sampler = "ddim"
     g.sample_steps = 20
     g.guidance = 2.0
+    g.classifier_workdir = ""
+    g.quality_samples = 1000
+    g.quality_steps = 50
     return g
 
 
@@ -70,7 +77,8 @@ class GenerationTask(Task):
     def __init__(self, num_classes: int | None, schedule: D.NoiseSchedule, image_shape: Sequence[int], *,
                  label_dropout: float = 0.1, prediction: str = "epsilon", grid_samples: int = 100,
                  sampler: str = "ddim", sample_steps: int = 20, guidance: float = 0.0,
-                 normalize: tuple[float, float] = (0.5, 0.5)):
+                 normalize: tuple[float, float] = (0.5, 0.5), classifier_workdir: str = "",
+                 quality_samples: int = 1000, quality_steps: int = 50, config: Any = None):
         self.num_classes = num_classes
         self.schedule = schedule
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -81,6 +89,10 @@ class GenerationTask(Task):
         self.sample_steps = int(sample_steps)
         self.guidance = float(guidance) if num_classes else 0.0
         self.normalize = normalize
+        self.classifier_workdir = classifier_workdir
+        self.quality_samples = int(quality_samples)
+        self.quality_steps = int(quality_steps)
+        self.config = config  # the run's config: its training split is the floor of the sample quality
 
     def forward(self, apply, batch, key, *, train):
         x0 = model_inputs(batch)
@@ -111,8 +123,13 @@ class GenerationTask(Task):
         return np.clip(np.round((np.asarray(x, np.float64) * std + mean) * 255.0), 0, 255).astype(np.uint8)
 
     def evaluation_extras(self, context):
+        metrics = None
+        if self.classifier_workdir and context.statistics is None:  # jaxcnn eval of a saved checkpoint
+            metrics = sample_quality(self, context.model, context.variables["params"], context.eval_source)
+            with open(os.path.join(context.workdir, "sample_quality.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
         if self.grid_samples < 1:
-            return
+            return metrics
         k = self.num_classes
         per_row = int(np.ceil(np.sqrt(self.grid_samples))) if not k else max(1, self.grid_samples // k)
         labels = None if not k else np.repeat(np.arange(k, dtype=np.int32), per_row)
@@ -120,6 +137,70 @@ class GenerationTask(Task):
         images = generate(context.model, context.variables["params"], self, jax.random.PRNGKey(0), n, labels=labels,
                           sampler=self.sampler, steps=self.sample_steps, guidance=self.guidance)
         save_grid(self.to_pixels(images), os.path.join(context.workdir, "plots", "samples.png"), columns=per_row)
+        return metrics
+
+
+def sample_quality(task: GenerationTask, model: Any, params: Any, eval_source: Any) -> dict[str, float]:
+    """Fréchet distance and label accuracy of ``task.quality_samples`` samples, in a classifier's eyes.
+
+    The classifier is the best checkpoint (EMA weights when kept) of ``task.classifier_workdir``,
+    a ``jaxcnn train`` classification run on the same dataset; its features are the input of its
+    last layer (:func:`jaxcnn.diffusion.classifier_features`). ``n = quality_samples`` samples
+    (DDIM, ``quality_steps`` steps, the task's guidance, key 0; classes in turn for a
+    class-conditional model) are compared with the first ``n`` images of the evaluation split
+    (``frechet_distance``); ``frechet_floor`` compares the first ``n`` training images with
+    the same ``n`` evaluation images. ``label_accuracy`` (class-conditional models): the
+    fraction of samples the classifier assigns to the label they were drawn for.
+    """
+    import ml_collections
+
+    from jaxcnn.train.builders import build_model, dataset_num_classes, load_sources
+    from jaxcnn.train.evaluation import _restore_chosen
+    from jaxcnn.train.resume_checks import read_config_json
+
+    n = task.quality_samples
+    if len(eval_source) < n:
+        raise ValueError(f"config.task_options.quality_samples={n} but the evaluation split has {len(eval_source)} "
+                         f"images; the Fréchet distance compares as many real images as samples")
+    directory = os.fspath(task.classifier_workdir)
+    classifier_config = ml_collections.ConfigDict(read_config_json(directory))
+    if classifier_config.task != "classification":
+        raise ValueError(f"config.task_options.classifier_workdir={directory!r} trained task "
+                         f"{classifier_config.task!r}, not 'classification'")
+    _, variables, _ = _restore_chosen(os.path.join(directory, "checkpoints"), "best")
+    classifier_params = variables["ema_params"] if variables["ema_params"] is not None else variables["params"]
+    classifier_variables = {"params": classifier_params, **({"batch_stats": variables["batch_stats"]}
+                                                             if variables["batch_stats"] else {})}
+    train_source, _ = load_sources(task.config)
+    if len(train_source) < n:
+        raise ValueError(f"config.task_options.quality_samples={n} but the training split has {len(train_source)}")
+    classifier = build_model(classifier_config, dataset_num_classes(classifier_config, train_source), None)
+    mean, std = float(classifier_config.normalize.mean), float(classifier_config.normalize.std)
+
+    def as_classifier_input(pixels: np.ndarray) -> np.ndarray:
+        return ((pixels.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+    k = task.num_classes
+    labels = (np.arange(n) % k).astype(np.int32) if k else None
+    generated = task.to_pixels(generate(model, params, task, jax.random.PRNGKey(0), n, labels=labels,
+                                        sampler="ddim", steps=task.quality_steps, guidance=task.guidance))
+    test = np.stack([np.asarray(eval_source[i]["image"]) for i in range(n)])
+    train = np.stack([np.asarray(train_source[i]["image"]) for i in range(n)])
+    features = {name: D.classifier_features(classifier, classifier_variables, as_classifier_input(images))
+                for name, images in (("generated", generated), ("test", test), ("train", train))}
+    stats = {name: D.feature_statistics(f) for name, f in features.items()}
+    metrics = {
+        "frechet_distance": D.frechet_distance(*stats["generated"], *stats["test"]),
+        "frechet_floor": D.frechet_distance(*stats["train"], *stats["test"]),
+        "quality_samples": n,
+        "quality_steps": task.quality_steps,
+    }
+    if k:
+        logits = np.concatenate([
+            np.asarray(classifier.apply(classifier_variables, as_classifier_input(generated[i:i + 500]), train=False))
+            for i in range(0, n, 500)])
+        metrics["label_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == labels))
+    return metrics
 
 
 def generate(model: Any, params: Any, task: GenerationTask, key: jax.Array, num: int, *,
@@ -203,6 +284,11 @@ def generation_task_from_config(config: ml_collections.ConfigDict, num_classes: 
     if float(g["guidance"]) < 0 or (float(g["guidance"]) > 0 and not conditional):
         raise ValueError(f"config.task_options.guidance={g['guidance']!r} must be >= 0, and 0 without "
                          f"class_conditional")
+    if not isinstance(g["quality_samples"], int) or g["quality_samples"] < 2:
+        raise ValueError(f"config.task_options.quality_samples must be an int >= 2, got {g['quality_samples']!r}")
+    if not isinstance(g["quality_steps"], int) or not 1 <= g["quality_steps"] <= t_max:
+        raise ValueError(f"config.task_options.quality_steps must be an int in [1, num_timesteps={t_max}], "
+                         f"got {g['quality_steps']!r}")
     if not isinstance(g["grid_samples"], int) or g["grid_samples"] < 0:
         raise ValueError(f"config.task_options.grid_samples must be an int >= 0, got {g['grid_samples']!r}")
     return GenerationTask(
@@ -210,6 +296,8 @@ def generation_task_from_config(config: ml_collections.ConfigDict, num_classes: 
         label_dropout=g["label_dropout"], prediction=g["prediction"], grid_samples=g["grid_samples"],
         sampler=g["sampler"], sample_steps=g["sample_steps"], guidance=float(g["guidance"]),
         normalize=(float(config.normalize.mean), float(config.normalize.std)),
+        classifier_workdir=str(g["classifier_workdir"]), quality_samples=g["quality_samples"],
+        quality_steps=g["quality_steps"], config=config,
     )
 
 

@@ -154,3 +154,56 @@ def test_guidance_or_a_label_without_a_class_conditional_model_exits_2(run, tmp_
 def test_bad_task_options_are_refused_naming_the_field(options, field):
     with pytest.raises(ValueError, match=rf"config\.task_options\.{field}"):
         validate_config(_config(**options))
+
+
+def _frechet_by_eigenvalues(a, b):
+    """``|mu_a - mu_b|^2 + tr Sa + tr Sb - 2 sum sqrt(eig(Sa Sb))``: the eigenvalues of the product, not a sqrtm."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    roots = np.sqrt(np.clip(np.linalg.eigvals(sa @ sb).real, 0.0, None)).sum()
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(sa) + np.trace(sb) - 2.0 * roots)
+
+
+@pytest.mark.slow
+def test_jaxcnn_eval_measures_sample_quality_in_a_classifiers_feature_space(tmp_path, capsys, data_dir):
+    from jaxcnn.data import load
+    from jaxcnn.diffusion import classifier_features
+    from jaxcnn.models import LeNet5
+
+    configs = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs")
+    classifier, generator = tmp_path / "lenet", tmp_path / "ddpm"
+    assert cli.main(["train", "--config", os.path.join(configs, "mnist_lenet5.py:smoke"),
+                     "--workdir", str(classifier)]) == 0
+    n = 100  # more samples than LeNet5's 84 features
+    assert cli.main(["train", "--config", os.path.join(configs, "mnist_ddpm.py:smoke"), "--workdir", str(generator),
+                     f"--config.dataset.train_split=train[:{n}]", f"--config.dataset.eval_split=test[:{n}]",
+                     f"--config.task_options.classifier_workdir={classifier}", f"--config.task_options.quality_samples={n}",
+                     "--config.task_options.quality_steps=2"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", str(generator)]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(out[out.index("\n{\n") + 1:])  # the command prints its metrics last
+    quality = json.loads((generator / "sample_quality.json").read_text())
+    assert {"frechet_distance", "frechet_floor", "label_accuracy"} <= set(quality)
+    assert all(metrics[name] == quality[name] for name in quality)
+
+    # The same samples: jaxcnn sample with seed 0, 2 DDIM steps and the run's guidance draws them.
+    assert _sample(generator, tmp_path / "s.npz", "--num", str(n), "--seed", "0") == 0
+    samples = np.load(tmp_path / "s.npz")
+    with Checkpointer(os.path.join(classifier, "checkpoints"), read_only=True, async_save=False) as ckpt:
+        weights = ckpt.restore_variables(ckpt.best_step())
+    variables = {"params": weights["ema_params"] or weights["params"]}
+    if weights["batch_stats"]:
+        variables["batch_stats"] = weights["batch_stats"]
+    lenet = LeNet5(num_classes=10)
+    normalise = lambda pixels: ((pixels.astype(np.float32) / 255.0 - 0.1307) / 0.3081).astype(np.float32)  # noqa: E731
+    real = {split: np.stack([load("mnist", f"{split}[:{n}]", data_dir=data_dir)[i]["image"] for i in range(n)])
+            for split in ("train", "test")}
+    features = {name: classifier_features(lenet, variables, normalise(images)).astype(np.float64)
+                for name, images in (("generated", samples["images"]), *real.items())}
+    np.testing.assert_allclose(quality["frechet_floor"], _frechet_by_eigenvalues(features["train"], features["test"]),
+                               rtol=1e-3)
+    np.testing.assert_allclose(quality["frechet_distance"],
+                               _frechet_by_eigenvalues(features["generated"], features["test"]), rtol=1e-3)
+    predicted = np.argmax(np.asarray(lenet.apply(variables, normalise(samples["images"]), train=False)), axis=-1)
+    assert quality["label_accuracy"] == pytest.approx(np.mean(predicted == samples["labels"]))
