@@ -286,7 +286,7 @@ def generation_task_from_config(config: ml_collections.ConfigDict, num_classes: 
                          f"class_conditional")
     if not isinstance(g["quality_samples"], int) or g["quality_samples"] < 2:
         raise ValueError(f"config.task_options.quality_samples must be an int >= 2, got {g['quality_samples']!r}")
-    if not isinstance(g["quality_steps"], int) or not 1 <= g["quality_steps"] <= t_max:
+    if g["classifier_workdir"] and (not isinstance(g["quality_steps"], int) or not 1 <= g["quality_steps"] <= t_max):
         raise ValueError(f"config.task_options.quality_steps must be an int in [1, num_timesteps={t_max}], "
                          f"got {g['quality_steps']!r}")
     if not isinstance(g["grid_samples"], int) or g["grid_samples"] < 0:
