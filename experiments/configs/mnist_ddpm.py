@@ -56,7 +56,7 @@ def get_config(arg: str = ""):
         shrink_to_smoke(config, train_examples=64, eval_examples=32, steps=4)
         config.batch_size = 16
         config.model.base_features = 8
-        config.model.channel_multipliers = (1, 2)
+        config.model.channel_multipliers = (1,)  # one level: the smoke run is mostly compilation
         config.model.attention = False
         config.model.num_groups = 4
         config.task_options.grid_samples = 10
