@@ -4,6 +4,7 @@
     jaxcnn eval    --workdir runs/mnist [--checkpoint best|latest] [--split test] [--config.dataset.key=value ...]
     jaxcnn summary --config experiments/configs/mnist_simple_cnn.py [--input-shape 1,28,28,1]
     jaxcnn predict --workdir runs/det (--images a.png b.png | --split test[:16]) --out preds [--checkpoint best]
+    jaxcnn sample  --workdir runs/mnist_ddpm --num 100 [--label 3] [--sampler ddim --steps 50] --out samples.npz
 
 Rerunning ``train`` on an existing workdir resumes from its latest checkpoint; one ``train``
 writes a workdir at a time (``jaxcnn.train.workdir_lock``). Exit codes (:data:`EXIT_CODES`):
@@ -84,7 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output folder: predictions.json, detections.png ...")
     predict.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     predict.add_argument("--batch-size", type=int, default=32)
-    for command in (train, evaluate, summary, predict):
+    sample = sub.add_parser("sample", help="draw images from a generation workdir (config.task='generation')")
+    sample.add_argument("--workdir", required=True)
+    sample.add_argument("--num", type=int, required=True, help="number of images")
+    sample.add_argument("--label", type=int, default=None,
+                        help="class of every image (class-conditional models; default: classes in turn)")
+    sample.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
+    sample.add_argument("--steps", type=int, default=None,
+                        help="sampling steps in [1, training timesteps] (default: 50 for ddim, all for ddpm)")
+    sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 as DDPM")
+    sample.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance w (default: the run's task_options.guidance)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    sample.add_argument("--out", required=True, help="output .npz; the PNG grid is written beside it")
+    for command in (train, evaluate, summary, predict, sample):
         command.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     return parser
 
@@ -220,13 +235,42 @@ def _predict(parser, args, overrides) -> int:
     return 0
 
 
+def _sample(parser, args, overrides) -> int:
+    _check_workdir(parser, args.workdir)
+    if overrides:
+        parser.error(f"sample takes no --config.* overrides, got {list(overrides)}")
+    workdir = Path(args.workdir)
+    if not (workdir / "config.json").exists():
+        parser.error(f"--workdir {str(workdir)!r} has no config.json; is it a jaxcnn train workdir?")
+    if not args.out.endswith(".npz"):
+        parser.error(f"--out {args.out!r} must name a .npz file")
+    import ml_collections
+
+    from jaxcnn.train.generation_task import SamplingArgumentError, sample_workdir
+    from jaxcnn.train.resume_checks import read_config_json
+
+    config = ml_collections.ConfigDict(read_config_json(workdir))
+    if config.task != "generation":
+        parser.error(f"--workdir {str(workdir)!r} trained task {config.task!r}; sample needs a 'generation' run")
+    try:
+        result = sample_workdir(workdir, args.num, label=args.label, sampler=args.sampler, steps=args.steps,
+                                eta=args.eta, guidance=args.guidance, seed=args.seed, checkpoint=args.checkpoint,
+                                out=args.out)
+    except SamplingArgumentError as err:
+        parser.error(f"argument --{err.argument}: {err}")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     bad = [e for e in extra if not e.startswith("--config.")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.field=value)")
-    command = {"train": _train, "eval": _eval, "summary": _summary, "predict": _predict}[args.command]
+    command = {"train": _train, "eval": _eval, "summary": _summary, "predict": _predict, "sample": _sample}[
+        args.command
+    ]
     if args.command in ("train", "eval"):
         from jaxcnn.backends.cpu import host_memory
 

@@ -75,7 +75,7 @@ def test_the_reference_rule_sees_names_without_all():
 def _leaf_paths(config, prefix=""):
     for key, value in config.items():
         if isinstance(value, ml_collections.ConfigDict) and f"{prefix}{key}" not in {
-            "model", "optimizer.kwargs", "augment_options", "dataset.derived_options"
+            "model", "optimizer.kwargs", "augment_options", "dataset.derived_options", "task_options"
         }:
             yield from _leaf_paths(value, f"{prefix}{key}.")
         else:

@@ -10,6 +10,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxcnn.models.diffusion_unet import DiffusionUNet
 from jaxcnn.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -41,6 +42,7 @@ __all__ = [
     "FasterRCNN",
     "detect",
     "detection_loss",
+    "DiffusionUNet",
     "AllConvNet",
     "LeNet5",
     "SignalRegressor",
@@ -63,6 +65,7 @@ MODELS = {
     "ResNet152": ResNet152,
     "UNet": UNet,
     "FCN": FCN,
+    "DiffusionUNet": DiffusionUNet,
     "SignalRegressor": SignalRegressor,
     "RCNN": RCNN,
     "FastRCNN": FastRCNN,

@@ -28,6 +28,7 @@ from jaxcnn.train.checkpoint import (
 from jaxcnn.train.config import default_config, validate_config
 from jaxcnn.train.detection_task import DetectionTask, detection_task  # registers config.task = "detection"
 from jaxcnn.train.evaluation import evaluate, evaluate_workdir
+from jaxcnn.train.generation_task import GenerationTask, generation_config  # registers config.task="generation"
 from jaxcnn.train.loop import NonFiniteError, train_and_evaluate
 from jaxcnn.train.metric_writer import MetricWriter, read_metrics
 from jaxcnn.train.optimizers import (
@@ -66,6 +67,7 @@ __all__ = [
     "CheckpointWriteError",
     "ClassificationTask",
     "EvaluationContext",
+    "GenerationTask",
     "RegressionTask",
     "SegmentationTask",
     "Checkpointer",
@@ -98,6 +100,7 @@ __all__ = [
     "make_optimizer",
     "make_preprocessing",
     "make_schedule",
+    "generation_config",
     "make_task",
     "make_task_for",
     "make_train_step",

@@ -37,6 +37,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.task = "classification"
     config.regression_loss = "mse"
+    config.task_options = ml_collections.ConfigDict()
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "mnist"
@@ -160,7 +161,7 @@ def _check_str(config: Any, field: str) -> str:
 
 
 # Groups whose keys are passed on as keyword arguments (checked by what receives them).
-_FREE_FORM = ("model", "optimizer.kwargs", "augment_options", "dataset.derived_options")
+_FREE_FORM = ("model", "optimizer.kwargs", "augment_options", "dataset.derived_options", "task_options")
 
 
 def _check_known_fields(config: Any, schema: Any, prefix: str = "") -> None:

@@ -18,9 +18,11 @@ from typing import Any
 
 DESCRIPTIONS: dict[str, str] = {
     "seed": "Seeds parameter init, dropout and the data order (the same seed gives the same run).",
-    "task": 'What is learned: `"classification"`, `"segmentation"`, `"regression"` or `"detection"` '
-            '(`jaxcnn.train.registered_tasks()`).',
+    "task": 'What is learned: `"classification"`, `"segmentation"`, `"regression"`, `"detection"`, '
+            '`"generation"` or a task added with `jaxcnn.train.register_task` (`registered_tasks()`).',
     "regression_loss": 'Regression only: `"mse"` or `"mae"`.',
+    "task_options": "Free-form: the options of a task registered with its own (read and checked by its "
+                    "factory), e.g. `generation`'s (`jaxcnn.train.generation_config`, docs/diffusion.md).",
     "dataset.name": "`jaxcnn.data.load` name: `mnist`, `fashion_mnist`, a derived dataset "
                     "(`mnist_segmentation`, `mnist_detection`, `mnist_rotation`) or a tfds name.",
     "dataset.data_dir": 'Folder of the dataset files (must exist when given); `""`: `$JAXCNN_DATA_DIR`, then '
@@ -96,7 +98,7 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 # Sections whose keys are passed on as they are: described as a whole.
-FREE_FORM = ("model", "optimizer.kwargs", "augment_options", "dataset.derived_options")
+FREE_FORM = ("model", "optimizer.kwargs", "augment_options", "dataset.derived_options", "task_options")
 
 
 def field_paths(config: Any) -> list[str]:

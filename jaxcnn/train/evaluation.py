@@ -105,9 +105,11 @@ def evaluate_workdir(
     loader = BatchLoader(eval_source, batch_size, shuffle=False, num_epochs=1, last_batch="pad")
     metrics, _ = evaluate(parallel, eval_step, parallel.put_state(state), loader, task)
     if config.plots:
-        task.evaluation_extras(EvaluationContext(
+        # A task may return metrics measured in its extras (a generation task's sample quality).
+        extra = task.evaluation_extras(EvaluationContext(
             workdir, model, host_variables(state), eval_source, eval_preprocess, statistics=None
         ))
+        metrics.update(extra or {})
     return {"step": step, "checkpoint": checkpoint, **ranking, "split": eval_split_name(config), **metrics}
 
 

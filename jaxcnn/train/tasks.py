@@ -103,7 +103,8 @@ class Task:
     * ``summarize(sums) -> {name: float}`` (host): evaluation metrics from statistics summed in
       float64 over a whole pass (the ``gathered_statistics`` concatenated); must contain ``"loss"``.
     * ``evaluation_extras(context)`` (host): files beside the metrics after the final
-      evaluation (plots), see :class:`EvaluationContext`. Default: nothing.
+      evaluation (plots), see :class:`EvaluationContext`. Default: nothing. It may return
+      ``{name: float}``: metrics that ``evaluate_workdir`` (``jaxcnn eval``) adds to its result.
 
     Attributes:
       name: how configs name the task (``config.task``).
@@ -139,7 +140,7 @@ class Task:
     def summarize(self, sums: Mapping[str, Any]) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__}.summarize")
 
-    def evaluation_extras(self, context: EvaluationContext) -> None:
+    def evaluation_extras(self, context: EvaluationContext) -> Mapping[str, float] | None:
         return None
 
     def __repr__(self) -> str:
