@@ -57,7 +57,7 @@ def test_classifier_features_are_the_input_of_the_head():
     variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.PRNGKey(1))
     feats = D.classifier_features(model, variables, np.asarray(x), batch_size=4)  # two batches, one partial
     assert feats.shape == (7, 84)
-    _, state = model.apply(variables, x, train=False, capture_intermediates=True)
+    _, state = jax.jit(lambda v, x: model.apply(v, x, train=False, capture_intermediates=True))(variables, x)
     fc2 = state["intermediates"]["fc2"]["__call__"][0]
     np.testing.assert_allclose(feats, jnp.maximum(fc2, 0.0), rtol=1e-5, atol=1e-5)  # LeNet5: relu(fc2) feeds fc3
 
