@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
+#: The ten IoU thresholds of COCO's mAP, 0.50, 0.55, ..., 0.95.
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+#: The 101 recall points of COCO's interpolated precision, 0.00, 0.01, ..., 1.00.
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 AREA_RANGES = {
     "all": (0.0, 1e5**2),

@@ -361,8 +361,9 @@ def detect(
     does not need) go through per-class NMS; the ``max_detections`` best are returned.
 
     Returns:
-      ``{"boxes": (N, M, 4), "scores": (N, M), "classes": (N, M) int32 (dataset classes),
-      "valid": (N, M) bool}`` with ``M = max_detections``; invalid rows are zeros.
+      A dict with ``"boxes"`` ``(N, M, 4)``, ``"scores"`` ``(N, M)``, ``"classes"`` ``(N, M)``
+      int32 (dataset classes) and ``"valid"`` ``(N, M)`` bool, with ``M = max_detections``;
+      invalid rows are zeros.
     """
     probs = jax.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]  # (N, P, C)
     n, p, c = probs.shape

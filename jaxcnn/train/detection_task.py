@@ -12,7 +12,7 @@ whose batches hold ``"image"`` ``(N, H, W, C)``, ``"boxes"`` ``(N, G, 4)``, ``"c
 - ``loss``: the detector's training loss (the RoI head's, plus the RPN's for Faster R-CNN).
 - statistics: the loss and its parts summed over valid examples (each batch's loss weighted
   by its count of valid examples), and in evaluation the detections and the ground truth of
-  every example as *gathered* rows (:attr:`Task.gathered_statistics`): mAP is not a sum over
+  every example as *gathered* rows (``Task.gathered_statistics``): mAP is not a sum over
   batches, so ``summarize`` runs the COCO evaluation (:func:`jaxcnn.detection_metrics.coco_evaluate`)
   on the host over the whole evaluation split: ``mAP`` (@[.5:.95]), ``mAP50``, ``mAP75``, ``AR100``.
 - evaluation extras: ``predictions.json`` (COCO results format, ``image_id`` = index in the

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from jaxcnn import diffusion as D
+from jaxcnn.diffusion import NoiseSchedule
 from jaxcnn.train.tasks import Task, example_weights, model_inputs, register_task
 
 SAMPLE_CHUNK = 256  # samples drawn per compiled call; chunk i uses fold_in(key, i), so N does not change earlier images
@@ -74,7 +75,7 @@ class GenerationTask(Task):
     name = "generation"
     metric_modes = {"loss": "min"}
 
-    def __init__(self, num_classes: int | None, schedule: D.NoiseSchedule, image_shape: Sequence[int], *,
+    def __init__(self, num_classes: int | None, schedule: NoiseSchedule, image_shape: Sequence[int], *,
                  label_dropout: float = 0.1, prediction: str = "epsilon", grid_samples: int = 100,
                  sampler: str = "ddim", sample_steps: int = 20, guidance: float = 0.0,
                  normalize: tuple[float, float] = (0.5, 0.5), classifier_workdir: str = "",

@@ -466,7 +466,7 @@ def add_statistics(
     total: dict[str, np.ndarray] | None, new: Mapping[str, Any], gathered: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
     """Host-side running sum of statistics dicts (float64, so long evaluations stay exact);
-    the ``gathered`` ones (:attr:`Task.gathered_statistics`) are concatenated along axis 0."""
+    the ``gathered`` ones (``Task.gathered_statistics``) are concatenated along axis 0."""
     new = {k: np.asarray(v) if k in gathered else np.asarray(v, np.float64) for k, v in new.items()}
     if total is None:
         return new
