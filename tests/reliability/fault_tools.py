@@ -197,10 +197,12 @@ def final_state(workdir: Path) -> dict[str, Any]:
 def trees_equal(a: Any, b: Any) -> bool:
     import jax
 
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return jax.tree.structure(a) == jax.tree.structure(b) and all(
-        np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
-        for x, y in zip(la, lb)
+    # Leaves and their paths, not the tree structures: a TrainState's static fields (apply_fn,
+    # tx) are not state, and two equal states built separately hold different function objects.
+    la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+    return len(la) == len(lb) and all(
+        pa == pb and np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
+        for (pa, x), (pb, y) in zip(la, lb)
     )
 
 
