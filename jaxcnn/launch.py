@@ -32,6 +32,20 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which and why."""
 
 
+def load_config_module(path: str | os.PathLike) -> Any:
+    """The Python module of a config file, loaded from its path (config files are not a package).
+
+    A config can build on a sibling's shared settings this way::
+
+        base = load_config_module(Path(__file__).with_name("mnist_det_faster_rcnn.py"))
+    """
+    file = Path(path)
+    module_spec = importlib.util.spec_from_file_location(f"jaxcnn_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """Loads ``path.py`` or ``path.py:arg`` and returns ``get_config(arg)``."""
     path, _, arg = spec.partition(":")
@@ -40,10 +54,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path!r} does not exist")
     if file.suffix != ".py":
         raise ConfigError(f"config file {path!r} must be a .py file with a get_config() function")
-    module_spec = importlib.util.spec_from_file_location(f"jaxcnn_config_{file.stem}", file)
-    module = importlib.util.module_from_spec(module_spec)
     try:
-        module_spec.loader.exec_module(module)
+        module = load_config_module(file)
     except Exception as err:  # the user's file: report any failure as a config error
         raise ConfigError(f"config file {path!r} failed to load: {type(err).__name__}: {err}") from err
     if not hasattr(module, "get_config"):

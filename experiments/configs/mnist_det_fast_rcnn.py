@@ -10,51 +10,22 @@ Outputs:  metrics.jsonl (mAP, mAP50, mAP75, AR100), predictions.json (COCO resul
           canvases), plots/detections.png.
 """
 
-from jaxcnn.launch import shrink_to_smoke
-from jaxcnn.train import default_config
+from pathlib import Path
 
-# Digits 14-42 px on a 64 px canvas: objects of several sizes, for windows and anchors of 12-48 px.
-CANVASES = {"canvas_size": 64, "min_digits": 1, "max_digits": 3, "digit_scale": (0.5, 1.5)}
+from jaxcnn.launch import load_config_module
 
-
-def detection_config(model: str):
-    """The settings the three detection configs share (the same in each file); ``model``: the zoo name."""
-    config = default_config()
-    config.task = "detection"
-    config.dataset.name = "mnist_detection"
-    config.dataset.derived_options = dict(CANVASES)
-    config.dataset.train_split = "train"
-    config.dataset.derived_train_examples = 20_000
-    config.dataset.eval_split = "test[:2000]"
-    config.model.name = model
-    config.batch_size = 16
-    config.num_epochs = 6
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
-    config.schedule.name = "warmup_cosine"
-    config.schedule.warmup_steps = 200
-    config.grad_clip_norm = 10.0
-    config.checkpoint.best_metric = "mAP"
-    return config
-
-
-def smoke(config):
-    """A seconds-long run: 32 px canvases, a tiny model (the CI runs every config this way)."""
-    shrink_to_smoke(config, train_examples=32, eval_examples=8, steps=4)
-    config.dataset.derived_options = {"canvas_size": 32, "min_digits": 1, "max_digits": 2}
-    config.batch_size = 8
-    config.model.hidden = 16
-    return config
+# CANVASES, detection_config() and smoke(): shared by the three detection configs.
+shared = load_config_module(Path(__file__).with_name("mnist_det_faster_rcnn.py"))
 
 
 def get_config(arg: str = ""):
-    config = detection_config("FastRCNN")
+    config = shared.detection_config("FastRCNN")
     # Sliding windows at the digit sizes of the canvases (14-42 px), half overlapping.
     config.model.window_sizes = (16, 24, 32, 48)
     config.model.aspect_ratios = (1.0,)
     config.model.pooling = "align"
     if arg == "smoke":
-        smoke(config)
+        shared.smoke(config)
         config.model.features = (4, 8, 8)
         config.model.window_sizes = (16, 24)
     return config

@@ -20,7 +20,8 @@ CANVASES = {"canvas_size": 64, "min_digits": 1, "max_digits": 3, "digit_scale": 
 
 
 def detection_config(model: str):
-    """The settings the three detection configs share (the same in each file); ``model``: the zoo name."""
+    """The settings the three detection configs share (the other two load them from here); ``model``:
+    the zoo name."""
     config = default_config()
     config.task = "detection"
     config.dataset.name = "mnist_detection"
