@@ -115,6 +115,33 @@ def _check_workdir(parser, workdir: str) -> None:
         parser.error(f"--workdir {workdir!r} is a file, not a folder")
 
 
+def _trained_workdir(parser, path: str) -> Path:
+    """``--workdir`` of a finished or running ``train``: a folder holding its ``config.json``."""
+    _check_workdir(parser, path)
+    workdir = Path(path)
+    if not (workdir / "config.json").exists():
+        parser.error(f"--workdir {str(workdir)!r} has no config.json; is it a jaxcnn train workdir?")
+    return workdir
+
+
+def _saved_dataset(parser, command: str, workdir: Path, overrides: Sequence[str]) -> dict:
+    """The run's ``config.dataset`` from ``config.json``, with ``--config.dataset.*`` overrides
+    (the only ones ``eval`` and ``predict`` take: where the data comes from)."""
+    bad = [o for o in overrides if not o.startswith("--config.dataset.")]
+    if bad:
+        parser.error(f"{command} takes only --config.dataset.* overrides (where the data comes from), got {bad}")
+    import ml_collections
+
+    from jaxcnn.train.resume_checks import read_config_json
+
+    saved = ml_collections.ConfigDict(read_config_json(workdir))
+    try:
+        apply_overrides(saved, overrides)
+    except ConfigError as err:
+        parser.error(str(err))
+    return dict(saved.dataset.to_dict())
+
+
 def _config(parser: argparse.ArgumentParser, spec: str, overrides: Sequence[str]):
     try:
         config = load_config_file(spec)
@@ -155,24 +182,10 @@ def _train(parser, args, overrides) -> int:
 
 
 def _eval(parser, args, overrides) -> int:
-    _check_workdir(parser, args.workdir)
-    workdir = Path(args.workdir)
-    if not (workdir / "config.json").exists():
-        parser.error(f"--workdir {str(workdir)!r} has no config.json; is it a jaxcnn train workdir?")
-    bad = [o for o in overrides if not o.startswith("--config.dataset.")]
-    if bad:
-        parser.error(f"eval takes only --config.dataset.* overrides (where the data comes from), got {bad}")
-    import ml_collections
-
+    workdir = _trained_workdir(parser, args.workdir)
+    dataset = _saved_dataset(parser, "eval", workdir, overrides)
     from jaxcnn.train import evaluate_workdir
-    from jaxcnn.train.resume_checks import read_config_json
 
-    saved = ml_collections.ConfigDict(read_config_json(workdir))
-    try:
-        apply_overrides(saved, overrides)
-    except ConfigError as err:
-        parser.error(str(err))
-    dataset = dict(saved.dataset.to_dict())
     if args.split:
         dataset["eval_split"] = args.split
     metrics = evaluate_workdir(workdir, checkpoint=args.checkpoint, dataset=dataset)
@@ -201,34 +214,20 @@ def _summary(parser, args, overrides) -> int:
 
 
 def _predict(parser, args, overrides) -> int:
-    _check_workdir(parser, args.workdir)
-    workdir = Path(args.workdir)
-    if not (workdir / "config.json").exists():
-        parser.error(f"--workdir {str(workdir)!r} has no config.json; is it a jaxcnn train workdir?")
+    workdir = _trained_workdir(parser, args.workdir)
     if not args.out.strip() or (os.path.exists(args.out) and not os.path.isdir(args.out)):
         parser.error(f"--out {args.out!r} must be a folder (it is created when missing)")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    bad = [o for o in overrides if not o.startswith("--config.dataset.")]
-    if bad:
-        parser.error(f"predict takes only --config.dataset.* overrides (where the data comes from), got {bad}")
+    dataset = _saved_dataset(parser, "predict", workdir, overrides)
     missing = [p for p in args.images or () if not os.path.isfile(p)]
     if missing:
         parser.error(f"--images: no such file(s) {missing}")
-    import ml_collections
-
     from jaxcnn.train.prediction import predict_workdir
-    from jaxcnn.train.resume_checks import read_config_json
 
-    saved = ml_collections.ConfigDict(read_config_json(workdir))
-    try:
-        apply_overrides(saved, overrides)
-    except ConfigError as err:
-        parser.error(str(err))
     try:
         result = predict_workdir(workdir, args.out, images=args.images, split=args.split,
-                                 checkpoint=args.checkpoint, batch_size=args.batch_size,
-                                 dataset=dict(saved.dataset.to_dict()))
+                                 checkpoint=args.checkpoint, batch_size=args.batch_size, dataset=dataset)
     except ValueError as err:  # no predictions for this task, unreadable or mismatched images, a bad split
         raise _UsageError(str(err)) from err
     print(json.dumps(result, indent=2))
@@ -236,12 +235,9 @@ def _predict(parser, args, overrides) -> int:
 
 
 def _sample(parser, args, overrides) -> int:
-    _check_workdir(parser, args.workdir)
+    workdir = _trained_workdir(parser, args.workdir)
     if overrides:
         parser.error(f"sample takes no --config.* overrides, got {list(overrides)}")
-    workdir = Path(args.workdir)
-    if not (workdir / "config.json").exists():
-        parser.error(f"--workdir {str(workdir)!r} has no config.json; is it a jaxcnn train workdir?")
     if not args.out.endswith(".npz"):
         parser.error(f"--out {args.out!r} must name a .npz file")
     import ml_collections
