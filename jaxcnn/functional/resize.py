@@ -65,20 +65,25 @@ def _nearest_index(size: int, out: int, scale: float | None, exact: bool) -> np.
     return np.minimum(src.astype(np.int64), size - 1)
 
 
+def _source_positions(size: int, out: int, scale: float | None, align_corners: bool, dtype: np.dtype) -> np.ndarray:
+    """PyTorch's source coordinate of each of the ``out`` output cells on one axis, unclamped."""
+    dst = np.arange(out)
+    if align_corners:
+        ratio = dtype.type(size - 1) / dtype.type(out - 1) if out > 1 else dtype.type(0)
+        return (np.float64(ratio) * dst).astype(dtype)
+    ratio = dtype.type(1.0 / scale) if scale is not None else dtype.type(size) / dtype.type(out)
+    # PyTorch's compiled `ratio * (dst + 0.5) - 0.5` is one fused multiply-add: exact product,
+    # one rounding. Double precision reproduces it bit for bit.
+    return (np.float64(ratio) * (dst + 0.5) - 0.5).astype(dtype)
+
+
 def _linear_weights(
     size: int, out: int, scale: float | None, align_corners: bool, dtype: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """PyTorch's ``(index0, index1, weight0, weight1)`` for linear interpolation on one axis."""
     dtype = np.dtype(dtype)
-    dst = np.arange(out)
-    if align_corners:
-        ratio = dtype.type(size - 1) / dtype.type(out - 1) if out > 1 else dtype.type(0)
-        src = (np.float64(ratio) * dst).astype(dtype)
-    else:
-        ratio = dtype.type(1.0 / scale) if scale is not None else dtype.type(size) / dtype.type(out)
-        # PyTorch's compiled `ratio * (dst + 0.5) - 0.5` is one fused multiply-add: exact
-        # product, one rounding. Double precision reproduces it bit for bit.
-        src = np.maximum((np.float64(ratio) * (dst + 0.5) - 0.5).astype(dtype), dtype.type(0))
+    # Linear clamps the source position at 0 (with align_corners it is never negative).
+    src = np.maximum(_source_positions(size, out, scale, align_corners, dtype), dtype.type(0))
     index0 = np.minimum(np.floor(src).astype(np.int64), size - 1)
     lam = np.clip(src - index0.astype(dtype), dtype.type(0), dtype.type(1)).astype(dtype)
     index1 = index0 + (index0 < size - 1)
@@ -94,13 +99,7 @@ def _cubic_weights(
     clamped to the border, i.e. the edge cells are repeated.
     """
     dtype = np.dtype(dtype)
-    dst = np.arange(out)
-    if align_corners:
-        ratio = dtype.type(size - 1) / dtype.type(out - 1) if out > 1 else dtype.type(0)
-        src = (np.float64(ratio) * dst).astype(dtype)
-    else:
-        ratio = dtype.type(1.0 / scale) if scale is not None else dtype.type(size) / dtype.type(out)
-        src = (np.float64(ratio) * (dst + 0.5) - 0.5).astype(dtype)
+    src = _source_positions(size, out, scale, align_corners, dtype)
     floor = np.floor(src)
     t = (src - floor).astype(np.float64)
     a = CUBIC_A
