@@ -134,15 +134,21 @@ def kaiming_normal(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float3
     return _normal(key, shape, _floating(dtype, op), std)
 
 
+def _fan_sum(shape: tuple[int, ...], layout: str, op: str) -> int:
+    """``fan_in + fan_out`` (Glorot's scale), refused when zero."""
+    fan_in, fan_out = compute_fans(shape, layout)
+    if fan_in + fan_out == 0:
+        raise ValueError(f"{op}: shape {shape} has no fan to scale by")
+    return fan_in + fan_out
+
+
 def xavier_uniform(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32, *, gain: float = 1.0,
                    layout: str = "NHWC") -> jnp.ndarray:
     """Glorot uniform, ``torch.nn.init.xavier_uniform_``: ``b = gain * sqrt(6 / (fan_in + fan_out))``."""
     op = "xavier_uniform"
     shape = _check_shape(shape, op)
-    fan_in, fan_out = compute_fans(shape, layout)
-    if fan_in + fan_out == 0:
-        raise ValueError(f"{op}: shape {shape} has no fan to scale by")
-    return _uniform(key, shape, _floating(dtype, op), gain * math.sqrt(6.0 / (fan_in + fan_out)))
+    fans = _fan_sum(shape, layout, op)
+    return _uniform(key, shape, _floating(dtype, op), gain * math.sqrt(6.0 / fans))
 
 
 def xavier_normal(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32, *, gain: float = 1.0,
@@ -150,10 +156,8 @@ def xavier_normal(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32
     """Glorot normal, ``torch.nn.init.xavier_normal_``: ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
     op = "xavier_normal"
     shape = _check_shape(shape, op)
-    fan_in, fan_out = compute_fans(shape, layout)
-    if fan_in + fan_out == 0:
-        raise ValueError(f"{op}: shape {shape} has no fan to scale by")
-    return _normal(key, shape, _floating(dtype, op), gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    fans = _fan_sum(shape, layout, op)
+    return _normal(key, shape, _floating(dtype, op), gain * math.sqrt(2.0 / fans))
 
 
 # The names of the papers' authors, as other libraries spell them.
