@@ -5,8 +5,17 @@
 
 For each workdir it copies the small artefacts that prove a figure (``config.json``,
 ``run.json``, ``metrics.jsonl``, ``timings.jsonl`` and ``plots/``; never checkpoints) into
-``experiments/results/<config name>/``. The table is written from those files alone: no
+``experiments/results/<config name>/``. The tables are written from those files alone: no
 figure in RESULTS.md is typed by hand.
+
+Task artefacts, collected when the workdir has them:
+
+* detection: ``predictions.json`` (COCO results of the last evaluation) and
+  ``predict/inference.json``, the throughput that ``jaxcnn predict --workdir W --split ...
+  --out W/predict`` measured (it becomes ``inference.json``);
+* generation: ``sample_quality.json`` (written by ``jaxcnn eval`` with
+  ``task_options.classifier_workdir``), ``samples.npz`` and ``samples.png`` (``jaxcnn sample
+  ... --out W/samples.npz``).
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # predictions.json: a detection run's COCO results, so anyone can recompute its mAP.
-ARTEFACTS = ("config.json", "run.json", "metrics.jsonl", "timings.jsonl", "predictions.json")
+ARTEFACTS = ("config.json", "run.json", "metrics.jsonl", "timings.jsonl", "predictions.json",
+             "sample_quality.json", "samples.npz", "samples.png")
+# Files in a subfolder of the workdir, copied under another name: (source, name in results/).
+NESTED_ARTEFACTS = (("predict/inference.json", "inference.json"),)
 
 # The headline metric of each task, as the training loop names it in metrics.jsonl.
 HEADLINE = {
@@ -30,6 +42,7 @@ HEADLINE = {
     "segmentation": ("mean_iou", "mean IoU", lambda v: f"{v:.4f}"),
     "regression": ("mae", "mean absolute error", lambda v: f"{v:.3f}"),
     "detection": ("mAP", "mAP@[.5:.95]", lambda v: f"{v:.4f}"),
+    "generation": ("loss", "eval loss (diffusion objective)", lambda v: f"{v:.4f}"),
 }
 
 
@@ -37,7 +50,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def collect(workdir: Path) -> Path:
+def collect(workdir: Path, results: Path = RESULTS) -> Path:
     """Copies a workdir's artefacts to ``results/<workdir name>/``.
 
     The workdir's name, not the config's, names the result: one config file can have
@@ -45,13 +58,16 @@ def collect(workdir: Path) -> Path:
     """
     if not (workdir / "run.json").exists():
         raise FileNotFoundError(f"{workdir} has no run.json; is it a finished jaxcnn train workdir?")
-    target = RESULTS / workdir.name
+    target = results / workdir.name
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for file in ARTEFACTS:
         if (workdir / file).exists():
             shutil.copy2(workdir / file, target / file)
+    for source, name in NESTED_ARTEFACTS:
+        if (workdir / source).exists():
+            shutil.copy2(workdir / source, target / name)
     if (workdir / "plots").is_dir():
         shutil.copytree(workdir / "plots", target / "plots")
     return target
@@ -122,8 +138,57 @@ def seed_means(rows: list[dict]) -> list[dict]:
     return means
 
 
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def detection_rows(folders: list[Path]) -> list[dict]:
+    """One row per detection run: the COCO figures of its last evaluation and, when
+    ``inference.json`` was collected, its inference throughput."""
+    rows = []
+    for folder in folders:
+        config = _read_json(folder / "config.json") or {}
+        if config.get("task") != "detection":
+            continue
+        evals = [m for m in _read_jsonl(folder / "metrics.jsonl") if m.get("split") != "train" and "mAP" in m]
+        run = _read_json(folder / "run.json")
+        if not evals or run is None:
+            continue
+        last, inference = evals[-1], _read_json(folder / "inference.json")
+        rows.append({
+            "name": folder.name,
+            "model": config.get("model", {}).get("name", "?"),
+            **{key: f"{last[key]:.4f}" if key in last else "-" for key in ("mAP", "mAP50", "mAP75", "AR100")},
+            "images_per_second": "-" if inference is None else
+            f"{inference['images_per_second']:.0f} ({inference['num_images']} images, batch {inference['batch_size']})",
+            "wall": f"{run['wall_time_s'] / 60:.1f} min",
+        })
+    return rows
+
+
+def generation_rows(folders: list[Path]) -> list[dict]:
+    """One row per generation run with a ``sample_quality.json``."""
+    rows = []
+    for folder in folders:
+        quality, run = _read_json(folder / "sample_quality.json"), _read_json(folder / "run.json")
+        if quality is None or run is None:
+            continue
+        accuracy = quality.get("label_accuracy")
+        rows.append({
+            "name": folder.name,
+            "accuracy": "-" if accuracy is None else f"{100 * accuracy:.2f}%",
+            "distance": f"{quality['frechet_distance']:.3f}",
+            "floor": f"{quality['frechet_floor']:.3f}",
+            "ratio": f"{quality['frechet_distance'] / quality['frechet_floor']:.1f}x",
+            "samples": f"{quality['quality_samples']}, DDIM {quality['quality_steps']} steps",
+            "wall": f"{run['wall_time_s'] / 60:.1f} min",
+        })
+    return rows
+
+
 def write_table(results: Path = RESULTS, path: Path = HERE / "RESULTS.md") -> Path:
-    rows = [r for r in (_row(f) for f in sorted(results.iterdir()) if f.is_dir()) if r] if results.exists() else []
+    folders = sorted(f for f in results.iterdir() if f.is_dir()) if results.exists() else []
+    rows = [r for r in (_row(f) for f in folders) if r]
     lines = [
         "# Results",
         "",
@@ -156,6 +221,40 @@ def write_table(results: Path = RESULTS, path: Path = HERE / "RESULTS.md") -> Pa
             lines.append(
                 f"| {m['config']} | {m['metric']} | {m['seeds']} | {m['mean']} | {m['std']} | {m['min']} | {m['max']} |"
             )
+    detection = detection_rows(folders)
+    if detection:
+        lines += [
+            "",
+            "## Detection",
+            "",
+            "COCO figures of the last evaluation (`predictions.json` beside them recomputes them with",
+            "`jaxcnn.detection_metrics.evaluate_coco_json` or pycocotools), and the inference throughput",
+            "that `jaxcnn predict --workdir W --split ... --out W/predict` measured after compilation",
+            "(batching, the model, NMS and the copy back), on the machine of the run.",
+            "",
+            "| config | model | mAP@[.5:.95] | mAP@0.5 | mAP@0.75 | AR@100 | inference images/s | training wall time |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in detection:
+            lines.append(f"| {r['name']} | {r['model']} | {r['mAP']} | {r['mAP50']} | {r['mAP75']} | {r['AR100']} | "
+                         f"{r['images_per_second']} | {r['wall']} |")
+    generation = generation_rows(folders)
+    if generation:
+        lines += [
+            "",
+            "## Generation",
+            "",
+            "Sample quality as `jaxcnn eval` measures it (`sample_quality.json`): the label accuracy of",
+            "class-conditional samples and their Fréchet distance in the feature space of the jaxcnn",
+            "classifier named by `task_options.classifier_workdir`, beside the floor (training images",
+            "against the same test images).",
+            "",
+            "| config | label accuracy | Fréchet distance | floor | distance / floor | samples | training wall time |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in generation:
+            lines.append(f"| {r['name']} | {r['accuracy']} | {r['distance']} | {r['floor']} | {r['ratio']} | "
+                         f"{r['samples']} | {r['wall']} |")
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -41,3 +41,32 @@ def test_detection_runs_report_map(tmp_path):
     _fake_run(store, "mnist_det", 0.7123, task="detection", key="mAP")
     text = results.write_table(store, tmp_path / "RESULTS.md").read_text()
     assert "| mnist_det | mAP@[.5:.95] | 0.7123 |" in text
+
+
+def test_detection_section_has_coco_figures_and_collected_inference_speed(tmp_path):
+    workdir = tmp_path / "runs" / "mnist_det"
+    _fake_run(tmp_path / "runs", "mnist_det", 0.7123, task="detection", key="mAP")
+    (workdir / "config.json").write_text(json.dumps({"task": "detection", "model": {"name": "FasterRCNN"}}))
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 30, "epoch": 3.0, "split": "test", "mAP": 0.75, "mAP50": 0.96,
+                            "mAP75": 0.8, "AR100": 0.81}) + "\n")
+    (workdir / "predict").mkdir()
+    (workdir / "predict" / "inference.json").write_text(json.dumps(
+        {"num_images": 2000, "batch_size": 32, "seconds": 8.0, "images_per_second": 250.0}))
+    store = tmp_path / "results"
+    store.mkdir()
+    target = results.collect(workdir, store)
+    assert (target / "inference.json").exists()
+    text = results.write_table(store, tmp_path / "RESULTS.md").read_text()
+    assert "| mnist_det | FasterRCNN | 0.7500 | 0.9600 | 0.8000 | 0.8100 | 250 (2000 images, batch 32) | 2.0 min |" in text
+
+
+def test_generation_section_has_sample_quality(tmp_path):
+    store = tmp_path / "results"
+    _fake_run(store, "mnist_ddpm", 0.05, task="generation", key="loss")
+    (store / "mnist_ddpm" / "sample_quality.json").write_text(json.dumps(
+        {"frechet_distance": 3.0, "frechet_floor": 0.5, "quality_samples": 1000, "quality_steps": 50,
+         "label_accuracy": 0.9812}))
+    text = results.write_table(store, tmp_path / "RESULTS.md").read_text()
+    # 3.0 / 0.5 = 6.0x of the floor.
+    assert "| mnist_ddpm | 98.12% | 3.000 | 0.500 | 6.0x | 1000, DDIM 50 steps | 2.0 min |" in text

@@ -209,12 +209,19 @@ def coco_metrics(rows: Mapping[str, np.ndarray]) -> dict[str, float]:
             "AR100": float(stats["AR100"])}
 
 
-def predict_source(task: Task, model: Any, variables: Mapping[str, Any], source: Any, preprocess: Any = None, *,
-                   batch_size: int = 32) -> dict[str, np.ndarray]:
-    """``task.predict`` over every example of a random-access source (or a sequence of
-    ``{"image": ...}`` dicts), batched and jitted; returns per-example NumPy arrays in order."""
-    predict = jax.jit(lambda variables, batch: task.predict(
+def batched_predictor(task: Task, model: Any) -> Any:
+    """``task.predict`` of ``model`` as one jitted ``(variables, batch) -> predictions``: pass it to
+    several :func:`predict_source` calls to compile once."""
+    return jax.jit(lambda variables, batch: task.predict(
         lambda *a, **kw: model.apply(variables, *a, train=False, **kw), batch))
+
+
+def predict_source(task: Task, model: Any, variables: Mapping[str, Any], source: Any, preprocess: Any = None, *,
+                   batch_size: int = 32, predictor: Any = None) -> dict[str, np.ndarray]:
+    """``task.predict`` over every example of a random-access source (or a sequence of
+    ``{"image": ...}`` dicts), batched and jitted; returns per-example NumPy arrays in order.
+    ``predictor``: a :func:`batched_predictor` of ``task`` and ``model`` (a new one when ``None``)."""
+    predict = predictor if predictor is not None else batched_predictor(task, model)
     parts = []
     for start in range(0, len(source), batch_size):
         stop = min(start + batch_size, len(source))

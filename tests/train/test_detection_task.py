@@ -139,6 +139,10 @@ def test_predict_on_a_split_and_on_image_files_matches_the_run(run, tmp_path):
         (r["image_id"], r["category_id"]) for r in expected]
     np.testing.assert_allclose([r["score"] for r in on_split], [r["score"] for r in expected], atol=1e-4)
     assert (tmp_path / "split" / "detections.png").stat().st_size > 1000
+    inference = json.loads((tmp_path / "split" / "inference.json").read_text())
+    assert inference["num_images"] == 6  # EVAL_SPLIT
+    assert inference["seconds"] > 0
+    assert inference["images_per_second"] == pytest.approx(inference["num_images"] / inference["seconds"])
 
     canvases = _eval_canvases()
     files = []
