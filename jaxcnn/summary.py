@@ -53,6 +53,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import sys
+import types
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -722,3 +724,18 @@ def summary(
         total_flops=sum(r.flops or 0 for r in rows),
         train=train,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``jaxcnn.summary(model, shape)`` calls :func:`summary`.
+
+    Importing this module binds the package attribute ``jaxcnn.summary`` to the module, which
+    then hides the function that ``jaxcnn.__getattr__`` returned: without this, a second
+    ``jaxcnn.summary(...)`` (a notebook cell run again) raised "'module' object is not callable".
+    """
+
+    def __call__(self, *args, **kwargs) -> Summary:
+        return summary(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

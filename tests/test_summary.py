@@ -60,6 +60,20 @@ def _random_variables(model, shape, seed=0):
 # ---------------------------------------------------------------------- parameters, shapes
 
 
+def test_jaxcnn_summary_stays_callable():
+    """Importing ``jaxcnn.summary`` binds the package attribute to the module; it must still be
+    the function's way in, on every call (a notebook cell run twice), whatever was imported first."""
+    import importlib
+
+    import jaxcnn
+
+    importlib.import_module("jaxcnn.summary")
+    first = jaxcnn.summary(SimpleCNN(), (1, 28, 28, 1))
+    second = jaxcnn.summary(SimpleCNN(), (1, 28, 28, 1))
+    assert first == second == summary(SimpleCNN(), (1, 28, 28, 1))
+    assert jaxcnn.summary.Summary is Summary
+
+
 def test_simple_cnn_parameters_per_layer_and_total():
     s = summary(SimpleCNN(), (1, 28, 28, 1))
     assert s.total_params == 1_668_490
