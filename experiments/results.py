@@ -14,7 +14,8 @@ Task artefacts, collected when the workdir has them:
   ``predict/inference.json``, the throughput that ``jaxcnn predict --workdir W --split ...
   --out W/predict`` measured (it becomes ``inference.json``);
 * generation: ``sample_quality.json`` (written by ``jaxcnn eval`` with
-  ``task_options.classifier_workdir``), ``samples.npz`` and ``samples.png`` (``jaxcnn sample
+  ``task_options.classifier_workdir``), ``sampler_comparison.json`` (``python -m
+  experiments.sampler_comparison``), ``samples.npz`` and ``samples.png`` (``jaxcnn sample
   ... --out W/samples.npz``).
 """
 
@@ -32,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # predictions.json: a detection run's COCO results, so anyone can recompute its mAP.
 ARTEFACTS = ("config.json", "run.json", "metrics.jsonl", "timings.jsonl", "predictions.json",
-             "sample_quality.json", "samples.npz", "samples.png")
+             "sample_quality.json", "sampler_comparison.json", "samples.npz", "samples.png")
 # Files in a subfolder of the workdir, copied under another name: (source, name in results/).
 NESTED_ARTEFACTS = (("predict/inference.json", "inference.json"),)
 
@@ -186,6 +187,23 @@ def generation_rows(folders: list[Path]) -> list[dict]:
     return rows
 
 
+def sampler_table(name: str, rows: list[dict]) -> list[str]:
+    """Markdown lines of one run's ``sampler_comparison.json`` (``python -m experiments.sampler_comparison``)."""
+    small = min(r["num"] for r in rows)
+    lines = ["", f"Samplers of {name} (`python -m experiments.sampler_comparison`; DDPM draws fewer samples, so",
+             f"every DDIM setting is also scored on its first {small}):", "",
+             f"| sampler | steps | samples | Fréchet distance | at {small} samples | label accuracy | "
+             f"seconds per 1,000 samples |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        at_small = r.get(f"frechet_distance_at_{small}", r["frechet_distance"] if r["num"] == small else None)
+        accuracy = r.get("label_accuracy")
+        lines.append(f"| {r['sampler'].upper()} | {r['steps']} | {r['num']} | {r['frechet_distance']:.3f} | "
+                     f"{'-' if at_small is None else f'{at_small:.3f}'} | "
+                     f"{'-' if accuracy is None else f'{100 * accuracy:.2f}%'} | {r['seconds_per_1000']:.0f} |")
+    return lines
+
+
 def write_table(results: Path = RESULTS, path: Path = HERE / "RESULTS.md") -> Path:
     folders = sorted(f for f in results.iterdir() if f.is_dir()) if results.exists() else []
     rows = [r for r in (_row(f) for f in folders) if r]
@@ -255,6 +273,10 @@ def write_table(results: Path = RESULTS, path: Path = HERE / "RESULTS.md") -> Pa
         for r in generation:
             lines.append(f"| {r['name']} | {r['accuracy']} | {r['distance']} | {r['floor']} | {r['ratio']} | "
                          f"{r['samples']} | {r['wall']} |")
+        for folder in folders:
+            comparison = _read_json(folder / "sampler_comparison.json")
+            if comparison:
+                lines += sampler_table(folder.name, comparison)
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -61,12 +61,29 @@ def test_detection_section_has_coco_figures_and_collected_inference_speed(tmp_pa
     assert "| mnist_det | FasterRCNN | 0.7500 | 0.9600 | 0.8000 | 0.8100 | 250 (2000 images, batch 32) | 2.0 min |" in text
 
 
-def test_generation_section_has_sample_quality(tmp_path):
-    store = tmp_path / "results"
+def _fake_generation_run(store, **quality):
     _fake_run(store, "mnist_ddpm", 0.05, task="generation", key="loss")
     (store / "mnist_ddpm" / "sample_quality.json").write_text(json.dumps(
-        {"frechet_distance": 3.0, "frechet_floor": 0.5, "quality_samples": 1000, "quality_steps": 50,
-         "label_accuracy": 0.9812}))
-    text = results.write_table(store, tmp_path / "RESULTS.md").read_text()
+        {"frechet_distance": 3.0, "frechet_floor": 0.5, "quality_samples": 1000, "quality_steps": 50, **quality}))
+    return store / "mnist_ddpm"
+
+
+def test_generation_section_has_sample_quality(tmp_path):
+    _fake_generation_run(tmp_path / "results", label_accuracy=0.9812)
+    text = results.write_table(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
     # 3.0 / 0.5 = 6.0x of the floor.
     assert "| mnist_ddpm | 98.12% | 3.000 | 0.500 | 6.0x | 1000, DDIM 50 steps | 2.0 min |" in text
+
+
+def test_sampler_comparison_table(tmp_path):
+    run = _fake_generation_run(tmp_path / "results")
+    (run / "sampler_comparison.json").write_text(json.dumps([
+        {"sampler": "ddim", "steps": 10, "num": 1000, "frechet_distance": 4.0, "frechet_distance_at_200": 6.5,
+         "label_accuracy": 0.95, "seconds_per_1000": 60.4},
+        {"sampler": "ddpm", "steps": 1000, "num": 200, "frechet_distance": 5.5, "label_accuracy": 0.99,
+         "seconds_per_1000": 6000.0},
+    ]))
+    text = results.write_table(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
+    assert "| mnist_ddpm | - | 3.000 | 0.500 | 6.0x |" in text  # no label accuracy in sample_quality.json
+    assert "| DDIM | 10 | 1000 | 4.000 | 6.500 | 95.00% | 60 |" in text
+    assert "| DDPM | 1000 | 200 | 5.500 | 5.500 | 99.00% | 6000 |" in text

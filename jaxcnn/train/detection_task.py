@@ -269,7 +269,10 @@ def plot_detections(images: np.ndarray, predictions: Mapping[str, np.ndarray], p
         ax.axis("off")
     for i in range(n):
         ax = axes.reshape(-1)[i]
-        ax.imshow(images[i], cmap="gray" if images.ndim == 3 else None)
+        # Box coordinates are pixel edges (pixel j spans [j, j + 1]); imshow's default puts pixel
+        # centres at integers, which would draw every box half a pixel up and left.
+        h, w = images.shape[1:3]
+        ax.imshow(images[i], cmap="gray" if images.ndim == 3 else None, extent=(0, w, h, 0))
         if truth is not None:
             for box, valid in zip(np.asarray(truth["boxes"][i]), np.asarray(truth["box_valid"][i])):
                 if valid:

@@ -12,10 +12,12 @@ Options live in ``config.task_options`` (:func:`generation_config`); see ``docs/
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +28,7 @@ from jaxcnn import diffusion as D
 from jaxcnn.diffusion import NoiseSchedule
 from jaxcnn.train.tasks import Task, example_weights, model_inputs, register_task
 
-SAMPLE_CHUNK = 256  # samples drawn per compiled call; chunk i uses fold_in(key, i), so N does not change earlier images
+SAMPLE_CHUNK = 256  # samples drawn per compiled call; chunk i uses fold_in(key, i), so N >= 256 does not change earlier chunks
 
 
 def generation_config() -> ml_collections.ConfigDict:
@@ -141,6 +143,75 @@ class GenerationTask(Task):
         return metrics
 
 
+class SampleJudge:
+    """A classifier's view of samples: Fréchet distance to real images and label accuracy.
+
+    Built by :func:`sample_judge`: ``classifier`` and ``variables`` of a ``jaxcnn train``
+    classification workdir (its best checkpoint, EMA weights when kept), the statistics of
+    ``n`` evaluation images (``real``) and the floor: the distance of ``n`` training images to
+    those same evaluation images.
+    """
+
+    def __init__(self, classifier: Any, variables: Any, normalize: tuple[float, float],
+                 train_images: np.ndarray, test_images: np.ndarray):
+        self.classifier, self.variables, self.normalize = classifier, variables, normalize
+        self.real = D.feature_statistics(self.features(test_images))
+        self.floor = D.frechet_distance(*D.feature_statistics(self.features(train_images)), *self.real)
+
+    def classifier_input(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels ``(N, H, W, C)`` normalised as the classifier was trained."""
+        mean, std = self.normalize
+        return ((np.asarray(pixels).astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+    def features(self, pixels: np.ndarray) -> np.ndarray:
+        return D.classifier_features(self.classifier, self.variables, self.classifier_input(pixels))
+
+    def score(self, pixels: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
+        """``{"frechet_distance", "frechet_floor"[, "label_accuracy"]}`` of uint8 samples ``(N, H, W, C)``
+        (``N >= 2``); ``label_accuracy`` when ``labels: (N,)`` (the classes they were drawn for) are given."""
+        metrics = {"frechet_distance": D.frechet_distance(*D.feature_statistics(self.features(pixels)), *self.real),
+                   "frechet_floor": self.floor}
+        if labels is not None:
+            logits = np.concatenate([
+                np.asarray(self.classifier.apply(self.variables, self.classifier_input(pixels[i:i + 500]),
+                                                 train=False))
+                for i in range(0, len(pixels), 500)])
+            metrics["label_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels)))
+        return metrics
+
+
+def sample_judge(classifier_workdir: str | os.PathLike, config: ml_collections.ConfigDict, n: int,
+                 eval_source: Any = None) -> SampleJudge:
+    """The :class:`SampleJudge` of ``classifier_workdir`` for the generation run of ``config``:
+    its real images are the first ``n`` of the evaluation split (``eval_source``, loaded from
+    ``config`` when ``None``), its floor the first ``n`` training images."""
+    from jaxcnn.train.builders import build_model, dataset_num_classes, load_sources
+    from jaxcnn.train.evaluation import _restore_chosen
+    from jaxcnn.train.resume_checks import read_config_json
+
+    directory = os.fspath(classifier_workdir)
+    classifier_config = ml_collections.ConfigDict(read_config_json(directory))
+    if classifier_config.task != "classification":
+        raise ValueError(f"config.task_options.classifier_workdir={directory!r} trained task "
+                         f"{classifier_config.task!r}, not 'classification'")
+    train_source, loaded_eval = load_sources(config)
+    eval_source = loaded_eval if eval_source is None else eval_source
+    if len(eval_source) < n:
+        raise ValueError(f"config.task_options.quality_samples={n} but the evaluation split has {len(eval_source)} "
+                         f"images; the Fréchet distance compares as many real images as samples")
+    if len(train_source) < n:
+        raise ValueError(f"config.task_options.quality_samples={n} but the training split has {len(train_source)}")
+    _, variables, _ = _restore_chosen(os.path.join(directory, "checkpoints"), "best")
+    classifier_params = variables["ema_params"] if variables["ema_params"] is not None else variables["params"]
+    classifier_variables = {"params": classifier_params, **({"batch_stats": variables["batch_stats"]}
+                                                             if variables["batch_stats"] else {})}
+    classifier = build_model(classifier_config, dataset_num_classes(classifier_config, train_source), None)
+    return SampleJudge(classifier, classifier_variables,
+                       (float(classifier_config.normalize.mean), float(classifier_config.normalize.std)),
+                       np.stack([np.asarray(train_source[i]["image"]) for i in range(n)]),
+                       np.stack([np.asarray(eval_source[i]["image"]) for i in range(n)]))
+
+
 def sample_quality(task: GenerationTask, model: Any, params: Any, eval_source: Any) -> dict[str, float]:
     """Fréchet distance and label accuracy of ``task.quality_samples`` samples, in a classifier's eyes.
 
@@ -153,55 +224,34 @@ def sample_quality(task: GenerationTask, model: Any, params: Any, eval_source: A
     the same ``n`` evaluation images. ``label_accuracy`` (class-conditional models): the
     fraction of samples the classifier assigns to the label they were drawn for.
     """
-    import ml_collections
-
-    from jaxcnn.train.builders import build_model, dataset_num_classes, load_sources
-    from jaxcnn.train.evaluation import _restore_chosen
-    from jaxcnn.train.resume_checks import read_config_json
-
     n = task.quality_samples
-    if len(eval_source) < n:
-        raise ValueError(f"config.task_options.quality_samples={n} but the evaluation split has {len(eval_source)} "
-                         f"images; the Fréchet distance compares as many real images as samples")
-    directory = os.fspath(task.classifier_workdir)
-    classifier_config = ml_collections.ConfigDict(read_config_json(directory))
-    if classifier_config.task != "classification":
-        raise ValueError(f"config.task_options.classifier_workdir={directory!r} trained task "
-                         f"{classifier_config.task!r}, not 'classification'")
-    _, variables, _ = _restore_chosen(os.path.join(directory, "checkpoints"), "best")
-    classifier_params = variables["ema_params"] if variables["ema_params"] is not None else variables["params"]
-    classifier_variables = {"params": classifier_params, **({"batch_stats": variables["batch_stats"]}
-                                                             if variables["batch_stats"] else {})}
-    train_source, _ = load_sources(task.config)
-    if len(train_source) < n:
-        raise ValueError(f"config.task_options.quality_samples={n} but the training split has {len(train_source)}")
-    classifier = build_model(classifier_config, dataset_num_classes(classifier_config, train_source), None)
-    mean, std = float(classifier_config.normalize.mean), float(classifier_config.normalize.std)
-
-    def as_classifier_input(pixels: np.ndarray) -> np.ndarray:
-        return ((pixels.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
-
+    judge = sample_judge(task.classifier_workdir, task.config, n, eval_source)
     k = task.num_classes
     labels = (np.arange(n) % k).astype(np.int32) if k else None
     generated = task.to_pixels(generate(model, params, task, jax.random.PRNGKey(0), n, labels=labels,
                                         sampler="ddim", steps=task.quality_steps, guidance=task.guidance))
-    test = np.stack([np.asarray(eval_source[i]["image"]) for i in range(n)])
-    train = np.stack([np.asarray(train_source[i]["image"]) for i in range(n)])
-    features = {name: D.classifier_features(classifier, classifier_variables, as_classifier_input(images))
-                for name, images in (("generated", generated), ("test", test), ("train", train))}
-    stats = {name: D.feature_statistics(f) for name, f in features.items()}
-    metrics = {
-        "frechet_distance": D.frechet_distance(*stats["generated"], *stats["test"]),
-        "frechet_floor": D.frechet_distance(*stats["train"], *stats["test"]),
-        "quality_samples": n,
-        "quality_steps": task.quality_steps,
-    }
-    if k:
-        logits = np.concatenate([
-            np.asarray(classifier.apply(classifier_variables, as_classifier_input(generated[i:i + 500]), train=False))
-            for i in range(0, n, 500)])
-        metrics["label_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == labels))
-    return metrics
+    return {**judge.score(generated, labels), "quality_samples": n, "quality_steps": task.quality_steps}
+
+
+def _draw(params: Any, key: jax.Array, labels: jax.Array | None, *, model: Any, task: GenerationTask, n: int,
+          sampler: str, steps: int | None, eta: float, guidance: float) -> jax.Array:
+    return D.sample(lambda x, t, y: model.apply({"params": params}, x, t, y), task.schedule, key,
+                    (n, *task.image_shape), sampler=sampler, steps=steps, eta=eta, labels=labels,
+                    num_classes=task.num_classes, guidance_scale=guidance, prediction=task.prediction, clip_x0=1.0)
+
+
+# The compiled samplers of each task, by model and settings: repeated generate calls compile
+# once. Keyed by the task object (dropped with it) and the model's id (the entry holds the
+# model, so the id stays its own); a model built from config.json need not be hashable.
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sampling_program(model: Any, task: GenerationTask, **settings: Any) -> Any:
+    programs = _PROGRAMS.setdefault(task, {})
+    key = (id(model), tuple(sorted(settings.items())))
+    if key not in programs:
+        programs[key] = (model, jax.jit(functools.partial(_draw, model=model, task=task, **settings)))
+    return programs[key][1]
 
 
 def generate(model: Any, params: Any, task: GenerationTask, key: jax.Array, num: int, *,
@@ -209,23 +259,21 @@ def generate(model: Any, params: Any, task: GenerationTask, key: jax.Array, num:
              eta: float = 0.0, guidance: float = 0.0) -> np.ndarray:
     """``num`` samples ``(num, H, W, C)`` float32 in ``[-1, 1]`` from ``model`` with ``params``.
 
-    Drawn in chunks of :data:`SAMPLE_CHUNK`, chunk ``i`` from ``fold_in(key, i)``: the same key
-    gives the same images. ``labels: (num,)`` int for a class-conditional model.
+    Drawn in chunks of ``min(num, SAMPLE_CHUNK)`` (the last one padded: one compiled shape),
+    chunk ``i`` from ``fold_in(key, i)``: the same key gives the same images. ``labels: (num,)``
+    int for a class-conditional model. The compiled sampler is kept for later calls with the
+    same model, task, chunk and settings.
     """
-    shape = task.image_shape
-    model_fn = lambda p, x, t, y: model.apply({"params": p}, x, t, y)  # noqa: E731
-
-    def run(p, key, y, n):
-        return D.sample(lambda x, t, yy: model_fn(p, x, t, yy), task.schedule, key, (n, *shape), sampler=sampler,
-                        steps=steps, eta=eta, labels=y, num_classes=task.num_classes, guidance_scale=guidance,
-                        prediction=task.prediction, clip_x0=1.0)
-
-    run = jax.jit(run, static_argnums=3)
+    chunk = min(num, SAMPLE_CHUNK)
+    draw = _sampling_program(model, task, n=chunk, sampler=sampler, steps=steps, eta=float(eta),
+                             guidance=float(guidance))
     out = []
-    for i, start in enumerate(range(0, num, SAMPLE_CHUNK)):
-        n = min(SAMPLE_CHUNK, num - start)
-        y = None if labels is None else jnp.asarray(labels[start:start + n], jnp.int32)
-        out.append(np.asarray(run(params, jax.random.fold_in(key, i), y, n), np.float32))
+    for i, start in enumerate(range(0, num, chunk)):
+        n = min(chunk, num - start)
+        y = None
+        if labels is not None:
+            y = jnp.asarray(np.pad(np.asarray(labels[start:start + n]), (0, chunk - n)), jnp.int32)
+        out.append(np.asarray(draw(params, jax.random.fold_in(key, i), y), np.float32)[:n])
     return np.concatenate(out, axis=0)
 
 
@@ -324,6 +372,33 @@ def _check_int(value: Any, name: str, low: int, high: int | None = None, why: st
     return int(value)
 
 
+class Generator(NamedTuple):
+    """A generation workdir's checkpoint, ready to sample: see :func:`load_generator`."""
+    model: Any
+    params: Any
+    task: GenerationTask
+    num_classes: int  # 0 for an unconditional model
+    step: int
+    weights: str  # "ema" or "params"
+
+
+def load_generator(workdir: str | os.PathLike, checkpoint: str = "best") -> Generator:
+    """The model, the parameters (EMA weights when kept) and the task of a generation workdir's
+    ``"best"`` or ``"latest"`` checkpoint; pass them to :func:`generate`."""
+    from jaxcnn.train.builders import build_model
+    from jaxcnn.train.evaluation import _restore_chosen
+    from jaxcnn.train.resume_checks import read_config_json
+
+    config = ml_collections.ConfigDict(read_config_json(os.fspath(workdir)))
+    step, variables, _ = _restore_chosen(os.path.join(os.fspath(workdir), "checkpoints"), checkpoint)
+    use_ema = variables["ema_params"] is not None
+    params = variables["ema_params"] if use_ema else variables["params"]
+    conditional = bool(config.task_options.get("class_conditional", True))
+    num_classes = int(params["class_embedding"].shape[0]) - 1 if conditional else 0
+    return Generator(build_model(config, num_classes, None), params, generation_task_from_config(config, num_classes),
+                     num_classes, step, "ema" if use_ema else "params")
+
+
 def sample_workdir(workdir: str | os.PathLike, num: int, *, label: int | None = None, sampler: str = "ddim",
                    steps: int | None = None, eta: float = 0.0, guidance: float | None = None, seed: int = 0,
                    checkpoint: str = "best", out: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -339,10 +414,6 @@ def sample_workdir(workdir: str | os.PathLike, num: int, *, label: int | None = 
     """
     import time
 
-    import ml_collections
-
-    from jaxcnn.train.builders import build_model
-    from jaxcnn.train.evaluation import _restore_chosen
     from jaxcnn.train.resume_checks import read_config_json
 
     config = ml_collections.ConfigDict(read_config_json(os.fspath(workdir)))
@@ -365,11 +436,8 @@ def sample_workdir(workdir: str | os.PathLike, num: int, *, label: int | None = 
         steps = min(50, num_timesteps) if sampler == "ddim" else num_timesteps
     steps = _check_int(steps, "steps", 1, num_timesteps, f" (the run trained with {num_timesteps} timesteps)")
 
-    step, variables, _ = _restore_chosen(os.path.join(os.fspath(workdir), "checkpoints"), checkpoint)
-    use_ema = variables["ema_params"] is not None
-    params = variables["ema_params"] if use_ema else variables["params"]
-    num_classes = int(params["class_embedding"].shape[0]) - 1 if conditional else 0
-    task = generation_task_from_config(config, num_classes)
+    generator = load_generator(workdir, checkpoint)
+    task, num_classes = generator.task, generator.num_classes
     if guidance is None:
         guidance = task.guidance
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
@@ -388,12 +456,11 @@ def sample_workdir(workdir: str | os.PathLike, num: int, *, label: int | None = 
     else:
         labels = np.full((num,), -1, np.int32)
 
-    model = build_model(config, num_classes, None)
     start = time.time()
-    images = task.to_pixels(generate(model, params, task, jax.random.PRNGKey(seed), num,
+    images = task.to_pixels(generate(generator.model, generator.params, task, jax.random.PRNGKey(seed), num,
                                      labels=labels if conditional else None, sampler=sampler, steps=steps,
                                      eta=float(eta), guidance=float(guidance)))
-    settings = {"num": num, "step": step, "checkpoint": checkpoint, "weights": "ema" if use_ema else "params",
+    settings = {"num": num, "step": generator.step, "checkpoint": checkpoint, "weights": generator.weights,
                 "sampler": sampler, "steps": steps, "eta": float(eta), "guidance": float(guidance), "seed": seed,
                 "seconds": round(time.time() - start, 3)}
     if out is None:

@@ -218,3 +218,33 @@ def test_gathered_statistics_keep_example_order_in_every_parallel_mode():
         assert got["label"] == list(range(10)) + [0, 0], mode
         assert got["weight"] == [1.0] * 10 + [0.0, 0.0], mode
         np.testing.assert_allclose(got["output"][:10], result["expected"], rtol=1e-5, err_msg=mode)
+
+
+def test_detection_breakdown_matches_pycocotools_per_class_and_class_agnostic(run):
+    from experiments.detection_breakdown import breakdown
+
+    workdir, _ = run
+    result = breakdown(workdir)
+    results = json.loads((workdir / "predictions.json").read_text())
+    canvases = _eval_canvases()
+    stats = _pycocotools_stats(results, canvases)
+    assert result["summary"]["AP"] == pytest.approx(stats[0], abs=1e-4)
+    # Every class merged: pycocotools on the same files with category 0 everywhere.
+    merged = [{**r, "category_id": 0} for r in results]
+
+    class _OneClass:
+        def __init__(self, source):
+            self.source = source
+
+        def __len__(self):
+            return len(self.source)
+
+        def __getitem__(self, i):
+            example = dict(self.source[i])
+            example["classes"] = np.zeros_like(example["classes"])
+            return example
+
+    agnostic = _pycocotools_stats(merged, _OneClass(canvases))
+    assert result["class_agnostic"]["AP50"] == pytest.approx(agnostic[1], abs=1e-4)
+    assert result["class_agnostic"]["AP"] == pytest.approx(agnostic[0], abs=1e-4)
+    assert result["images"] == 6

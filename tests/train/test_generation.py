@@ -207,3 +207,18 @@ def test_jaxcnn_eval_measures_sample_quality_in_a_classifiers_feature_space(tmp_
                                _frechet_by_eigenvalues(features["generated"], features["test"]), rtol=1e-3)
     predicted = np.argmax(np.asarray(lenet.apply(variables, normalise(samples["images"]), train=False)), axis=-1)
     assert quality["label_accuracy"] == pytest.approx(np.mean(predicted == samples["labels"]))
+
+    # The sampler comparison draws the same DDIM samples (key 0, classes in turn, the run's
+    # guidance) and scores them with the same classifier: its DDIM row is the eval's figures.
+    from experiments import sampler_comparison
+
+    # DDPM runs all 1,000 steps: 3 samples keep it short.
+    assert sampler_comparison.main([str(generator), "--classifier", str(classifier), "--num", str(n),
+                                    "--ddpm-num", "3", "--ddim-steps", "2"]) == 0
+    rows = json.loads((generator / "sampler_comparison.json").read_text())
+    assert [(r["sampler"], r["steps"], r["num"]) for r in rows] == [("ddim", 2, n), ("ddpm", 1000, 3)]
+    for name in ("frechet_distance", "frechet_floor", "label_accuracy"):
+        assert rows[0][name] == pytest.approx(quality[name], rel=1e-6)
+    assert np.isfinite(rows[0]["frechet_distance_at_3"]) and np.isfinite(rows[1]["frechet_distance"])
+    assert all(r["seconds"] > 0 and r["seconds_per_1000"] == pytest.approx(1000 * r["seconds"] / r["num"])
+               for r in rows)
