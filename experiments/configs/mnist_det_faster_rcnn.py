@@ -3,10 +3,13 @@
 Command:  jaxcnn train --config experiments/configs/mnist_det_faster_rcnn.py --workdir runs/mnist_det_faster_rcnn
 Expected: the target of the detection issue: mAP@0.5 >= 0.95 and mAP@[.5:.95] >= 0.70 (eval ``mAP50`` /
           ``mAP``) on 64x64 canvases of 1-3 MNIST test digits scaled 0.5x-1.5x, trained in <= 60 minutes.
-          Not yet trained: these settings are a starting point, not a measured result.
-Hardware: the reference 2-core CPU: about 25 minutes estimated (a 40-step probe trained ~370
-          canvases/s; 20 epochs of 20,000 canvases plus the evaluations); the measured time will be in
-          experiments/RESULTS.md.
+          Measured (experiments/RESULTS.md): mAP 0.7175, mAP@0.5 0.9421 after 14 epochs in 32 minutes:
+          the mAP@[.5:.95] and time targets are met, mAP@0.5 is 0.008 short. Per class, mAP@0.5 is
+          0.93-0.98 except the 1s (0.86: the thinnest boxes; a tenth of all boxes are under 6 px wide,
+          where one pixel moves the IoU across 0.5);
+          without the class, mAP@0.5 is 0.967 (python -m experiments.detection_breakdown; the figures
+          are in experiments/results/mnist_det_faster_rcnn/breakdown.json).
+Hardware: the reference 2-core CPU, 32 minutes (about 150 canvases/s), inference about 350 canvases/s.
 Smoke:    experiments/configs/mnist_det_faster_rcnn.py:smoke
 Outputs:  metrics.jsonl (mAP, mAP50, mAP75, AR100), predictions.json (COCO results on the eval
           canvases), plots/detections.png.
@@ -52,9 +55,15 @@ def smoke(config):
 
 def get_config(arg: str = ""):
     config = detection_config("FasterRCNN")
-    config.num_epochs = 20  # the fastest of the three to train: more epochs within the 60 minutes
+    # A first run with hidden 128 and ratios (0.5, 1, 2) for 20 epochs plateaued at mAP@0.5
+    # 0.94 from epoch 13 (mAP 0.71): class-agnostic mAP@0.5 was 0.963, so a third of the loss
+    # was the class, and the thin 1s (boxes 1-6 px wide, recall@0.5 0.90) most of the rest.
+    # Hence a wider head, tall anchors (h/w = 4) and 14 epochs to pay for them (twice the
+    # backbone's channels would have cost 3.5x the step time).
+    config.num_epochs = 14
+    config.model.hidden = 256
     config.model.anchor_sizes = (12.0, 24.0, 48.0)
-    config.model.aspect_ratios = (0.5, 1.0, 2.0)
+    config.model.aspect_ratios = (0.5, 1.0, 2.0, 4.0)
     if arg == "smoke":
         smoke(config)
         config.model.features = (4, 8, 8)
