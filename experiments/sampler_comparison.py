@@ -32,7 +32,7 @@ from jaxcnn.train.generation_task import SAMPLE_CHUNK, generate, load_generator,
 def compare(workdir: Path, classifier: Path, *, num: int, ddpm_num: int, ddim_steps: list[int]) -> list[dict]:
     generator = load_generator(workdir)
     task = generator.task
-    judge_n = {n: sample_judge(classifier, _config(workdir), n) for n in sorted({num, ddpm_num})}
+    judge_n = {n: sample_judge(classifier, task.config, n) for n in sorted({num, ddpm_num})}
     settings = [("ddim", steps, num) for steps in ddim_steps] + [("ddpm", task.schedule.num_timesteps, ddpm_num)]
     rows = []
     for sampler, steps, n in settings:
@@ -56,14 +56,6 @@ def compare(workdir: Path, classifier: Path, *, num: int, ddpm_num: int, ddim_st
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
-
-
-def _config(workdir: Path):
-    import ml_collections
-
-    from jaxcnn.train.resume_checks import read_config_json
-
-    return ml_collections.ConfigDict(read_config_json(str(workdir)))
 
 
 def main(argv: list[str]) -> int:
