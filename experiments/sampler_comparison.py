@@ -9,7 +9,7 @@ DDIM-50 at ``T = 1000``), it draws class-conditional samples (classes in turn, t
 guidance, key 0) from the best checkpoint and scores them with the classifier of
 ``--classifier`` (a ``jaxcnn train`` classification workdir on the same dataset; see
 :class:`jaxcnn.train.generation_task.SampleJudge`): Fréchet distance to as many test images,
-label accuracy, and seconds per 1,000 samples, timed after one compiling chunk. Because the
+label accuracy, and seconds per 1,000 samples, timed after compilation. Because the
 Fréchet distance of a small sample is biased upwards, every DDIM setting is also scored on its
 first ``--ddpm-num`` samples, the row to compare with DDPM. Writes
 ``<workdir>/sampler_comparison.json``, which ``python -m experiments.results`` collects.
@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxcnn.train.generation_task import SAMPLE_CHUNK, generate, load_generator, sample_judge
+from jaxcnn.train.generation_task import generate, load_generator, sample_judge
 
 
 def compare(workdir: Path, classifier: Path, *, num: int, ddpm_num: int, ddim_steps: list[int]) -> list[dict]:
@@ -38,12 +38,12 @@ def compare(workdir: Path, classifier: Path, *, num: int, ddpm_num: int, ddim_st
     for sampler, steps, n in settings:
         labels = (np.arange(n) % generator.num_classes).astype(np.int32) if generator.num_classes else None
 
-        def draw(count, labels=labels, sampler=sampler, steps=steps):
+        def draw(count, labels=labels, sampler=sampler, steps=steps, compile_only=False):
             return generate(generator.model, generator.params, task, jax.random.PRNGKey(0), count,
                             labels=None if labels is None else labels[:count], sampler=sampler, steps=steps,
-                            guidance=task.guidance)
+                            guidance=task.guidance, compile_only=compile_only)
 
-        draw(min(n, SAMPLE_CHUNK))  # compiles the chunk the timed call reuses
+        draw(n, compile_only=True)  # the timed call reuses the compiled sampler
         start = time.perf_counter()
         pixels = task.to_pixels(draw(n))
         seconds = time.perf_counter() - start

@@ -68,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", required=True, help="output folder; rerun to resume (one writer at a time)")
     evaluate = sub.add_parser("eval", help="evaluate a workdir's best or latest checkpoint",
                               epilog="--config.dataset.key=value overrides where the data comes from, e.g. "
-                              "--config.dataset.data_dir=/data; the rest of the config is the run's own.")
+                              "--config.dataset.data_dir=/data; for a generation run, "
+                              "--config.task_options.classifier_workdir=runs/mnist_classifier (and quality_samples, "
+                              "quality_steps) scores its samples with that classifier; the rest of the config is "
+                              "the run's own.")
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                           help="best: by the run's checkpoint.best_metric (recorded in the workdir)")
@@ -124,12 +127,21 @@ def _trained_workdir(parser, path: str) -> Path:
     return workdir
 
 
-def _saved_dataset(parser, command: str, workdir: Path, overrides: Sequence[str]) -> dict:
-    """The run's ``config.dataset`` from ``config.json``, with ``--config.dataset.*`` overrides
-    (the only ones ``eval`` and ``predict`` take: where the data comes from)."""
-    bad = [o for o in overrides if not o.startswith("--config.dataset.")]
+# How a finished generation run is judged, not what it learned: the options jaxcnn eval may
+# replace (the classifier a run is scored with can be trained after the run).
+EVAL_TASK_OPTIONS = ("classifier_workdir", "quality_samples", "quality_steps")
+
+
+def _saved_overrides(parser, command: str, workdir: Path, overrides: Sequence[str],
+                     task_options: Sequence[str] = ()) -> tuple[dict, dict]:
+    """The run's ``config.dataset`` and the ``task_options`` fields named in ``task_options``, from
+    ``config.json`` with the command's overrides applied: ``--config.dataset.*`` (where the data
+    comes from) and ``--config.task_options.<name>`` for those names."""
+    allowed = ("--config.dataset.",) + tuple(f"--config.task_options.{name}=" for name in task_options)
+    bad = [o for o in overrides if not o.startswith(allowed)]
     if bad:
-        parser.error(f"{command} takes only --config.dataset.* overrides (where the data comes from), got {bad}")
+        extra = "".join(f", --config.task_options.{name}" for name in task_options)
+        parser.error(f"{command} takes only --config.dataset.*{extra} overrides, got {bad}")
     import ml_collections
 
     from jaxcnn.train.resume_checks import read_config_json
@@ -139,7 +151,9 @@ def _saved_dataset(parser, command: str, workdir: Path, overrides: Sequence[str]
         apply_overrides(saved, overrides)
     except ConfigError as err:
         parser.error(str(err))
-    return dict(saved.dataset.to_dict())
+    named = [o.split("=", 1)[0].removeprefix("--config.task_options.") for o in overrides
+             if o.startswith("--config.task_options.")]
+    return dict(saved.dataset.to_dict()), {name: saved.task_options[name] for name in named}
 
 
 def _config(parser: argparse.ArgumentParser, spec: str, overrides: Sequence[str]):
@@ -183,12 +197,12 @@ def _train(parser, args, overrides) -> int:
 
 def _eval(parser, args, overrides) -> int:
     workdir = _trained_workdir(parser, args.workdir)
-    dataset = _saved_dataset(parser, "eval", workdir, overrides)
+    dataset, task_options = _saved_overrides(parser, "eval", workdir, overrides, EVAL_TASK_OPTIONS)
     from jaxcnn.train import evaluate_workdir
 
     if args.split:
         dataset["eval_split"] = args.split
-    metrics = evaluate_workdir(workdir, checkpoint=args.checkpoint, dataset=dataset)
+    metrics = evaluate_workdir(workdir, checkpoint=args.checkpoint, dataset=dataset, task_options=task_options)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -219,7 +233,7 @@ def _predict(parser, args, overrides) -> int:
         parser.error(f"--out {args.out!r} must be a folder (it is created when missing)")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    dataset = _saved_dataset(parser, "predict", workdir, overrides)
+    dataset, _ = _saved_overrides(parser, "predict", workdir, overrides)
     missing = [p for p in args.images or () if not os.path.isfile(p)]
     if missing:
         parser.error(f"--images: no such file(s) {missing}")

@@ -40,9 +40,21 @@ def evaluate(
     return task.summarize(total), total
 
 
+def _replace_fields(config: ml_collections.ConfigDict, name: str, fields: dict[str, Any]) -> None:
+    """Replaces existing fields of ``config[name]``; an unknown one is a ``ValueError``."""
+    section = config.get(name)
+    known = set(section.keys()) if isinstance(section, ml_collections.ConfigDict) else set()
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"evaluate_workdir: {name} has {unknown}, which are not fields of config.{name}; "
+                         f"its fields are {sorted(known)}")
+    with config.ignore_type():
+        section.update(fields)
+
+
 def evaluate_workdir(
     workdir: str | os.PathLike, *, checkpoint: str = "best", eval_source: Any = None,
-    dataset: dict[str, Any] | None = None,
+    dataset: dict[str, Any] | None = None, task_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluates a ``train_and_evaluate`` workdir's checkpoint on its evaluation split.
 
@@ -54,6 +66,8 @@ def evaluate_workdir(
       eval_source: a source to evaluate on instead of ``config.dataset.eval_split``.
       dataset: fields of the run's ``config.dataset`` to replace (``{"eval_split": "train[:1000]",
         "data_dir": "/data"}``): evaluate a finished run on other data or on another machine.
+      task_options: fields of the run's ``config.task_options`` to replace, for how the run is
+        judged (``{"classifier_workdir": "runs/mnist_classifier"}`` for a generation run).
 
     Returns:
       ``{"step", "checkpoint", "split", "loss", "accuracy", ...}``; with ``ema_decay`` and
@@ -64,13 +78,10 @@ def evaluate_workdir(
     workdir = os.fspath(workdir)
     config = ml_collections.ConfigDict(read_config_json(workdir))
     if dataset:
-        unknown = sorted(set(dataset) - set(config.dataset.keys()))
-        if unknown:
-            raise ValueError(f"evaluate_workdir: dataset has {unknown}, which are not fields of config.dataset; "
-                             f"its fields are {sorted(config.dataset.keys())}")
-        with config.ignore_type():
-            config.dataset.update(dataset)
+        _replace_fields(config, "dataset", dataset)
         check_data_dir(config)
+    if task_options:
+        _replace_fields(config, "task_options", task_options)
     if eval_source is None:
         train_source, eval_source = load_sources(config)
     else:

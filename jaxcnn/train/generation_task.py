@@ -240,41 +240,57 @@ def _draw(params: Any, key: jax.Array, labels: jax.Array | None, *, model: Any, 
                     num_classes=task.num_classes, guidance_scale=guidance, prediction=task.prediction, clip_x0=1.0)
 
 
-# The compiled samplers of each task, by model and settings: repeated generate calls compile
-# once. Keyed by the task object (dropped with it) and the model's id (the entry holds the
-# model, so the id stays its own); a model built from config.json need not be hashable.
+# The compiled samplers of each task, by model, settings and argument shapes: repeated generate
+# calls compile once. Keyed by the task object (dropped with it) and the model's id (the entry
+# holds the model, so the id stays its own); a model built from config.json need not be hashable.
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _sampling_program(model: Any, task: GenerationTask, **settings: Any) -> Any:
+def _sampling_program(model: Any, task: GenerationTask, params: Any, key: jax.Array, labels: jax.Array | None,
+                      **settings: Any) -> Any:
+    """The compiled ``_draw`` for these settings and for arguments shaped as ``(params, key, labels)``."""
+    leaves, tree = jax.tree.flatten((params, key, labels))
+    shapes = (tree, tuple((np.shape(a), str(a.dtype) if hasattr(a, "dtype") else str(np.result_type(a)))
+                        for a in leaves))
+    program_key = (id(model), tuple(sorted(settings.items())), shapes)
     programs = _PROGRAMS.setdefault(task, {})
-    key = (id(model), tuple(sorted(settings.items())))
-    if key not in programs:
-        programs[key] = (model, jax.jit(functools.partial(_draw, model=model, task=task, **settings)))
-    return programs[key][1]
+    if program_key not in programs:
+        draw = jax.jit(functools.partial(_draw, model=model, task=task, **settings))
+        programs[program_key] = (model, draw.lower(params, key, labels).compile())
+    return programs[program_key][1]
 
 
-def generate(model: Any, params: Any, task: GenerationTask, key: jax.Array, num: int, *,
-             labels: np.ndarray | None = None, sampler: str = "ddim", steps: int | None = None,
-             eta: float = 0.0, guidance: float = 0.0) -> np.ndarray:
-    """``num`` samples ``(num, H, W, C)`` float32 in ``[-1, 1]`` from ``model`` with ``params``.
-
-    Drawn in chunks of ``min(num, SAMPLE_CHUNK)`` (the last one padded: one compiled shape),
-    chunk ``i`` from ``fold_in(key, i)``: the same key gives the same images. ``labels: (num,)``
-    int for a class-conditional model. The compiled sampler is kept for later calls with the
-    same model, task, chunk and settings.
-    """
+def _chunks(model: Any, params: Any, task: GenerationTask, key: jax.Array, num: int, labels: np.ndarray | None,
+            settings: dict[str, Any]):
+    """The compiled sampler and the arguments of each chunk ``(key_i, labels_i, n_i)``."""
     chunk = min(num, SAMPLE_CHUNK)
-    draw = _sampling_program(model, task, n=chunk, sampler=sampler, steps=steps, eta=float(eta),
-                             guidance=float(guidance))
-    out = []
+    args = []
     for i, start in enumerate(range(0, num, chunk)):
         n = min(chunk, num - start)
         y = None
         if labels is not None:
             y = jnp.asarray(np.pad(np.asarray(labels[start:start + n]), (0, chunk - n)), jnp.int32)
-        out.append(np.asarray(draw(params, jax.random.fold_in(key, i), y), np.float32)[:n])
-    return np.concatenate(out, axis=0)
+        args.append((jax.random.fold_in(key, i), y, n))
+    draw = _sampling_program(model, task, params, args[0][0], args[0][1], n=chunk, **settings)
+    return draw, args
+
+
+def generate(model: Any, params: Any, task: GenerationTask, key: jax.Array, num: int, *,
+             labels: np.ndarray | None = None, sampler: str = "ddim", steps: int | None = None,
+             eta: float = 0.0, guidance: float = 0.0, compile_only: bool = False) -> np.ndarray | None:
+    """``num`` samples ``(num, H, W, C)`` float32 in ``[-1, 1]`` from ``model`` with ``params``.
+
+    Drawn in chunks of ``min(num, SAMPLE_CHUNK)`` (the last one padded: one compiled shape),
+    chunk ``i`` from ``fold_in(key, i)``: the same key gives the same images. ``labels: (num,)``
+    int for a class-conditional model. The compiled sampler is kept for later calls with the
+    same model, task, chunk and settings; ``compile_only=True`` compiles it, draws nothing and
+    returns ``None`` (to time sampling without its compilation).
+    """
+    settings = {"sampler": sampler, "steps": steps, "eta": float(eta), "guidance": float(guidance)}
+    draw, args = _chunks(model, params, task, key, num, labels, settings)
+    if compile_only:
+        return None
+    return np.concatenate([np.asarray(draw(params, k, y), np.float32)[:n] for k, y, n in args], axis=0)
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, *, columns: int, pad: int = 2) -> str:

@@ -164,6 +164,15 @@ def _frechet_by_eigenvalues(a, b):
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(sa) + np.trace(sb) - 2.0 * roots)
 
 
+@pytest.mark.parametrize("override", ["--config.task_options.num_timesteps=10", "--config.model.base_features=8"])
+def test_eval_refuses_overrides_of_what_the_run_learned(run, capsys, override):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["eval", "--workdir", str(run[0]), override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert override in err and "--config.task_options.classifier_workdir" in err
+
+
 @pytest.mark.slow
 def test_jaxcnn_eval_measures_sample_quality_in_a_classifiers_feature_space(tmp_path, capsys, data_dir):
     from jaxcnn.data import load
@@ -176,11 +185,11 @@ def test_jaxcnn_eval_measures_sample_quality_in_a_classifiers_feature_space(tmp_
                      "--workdir", str(classifier)]) == 0
     n = 100  # more samples than LeNet5's 84 features
     assert cli.main(["train", "--config", os.path.join(configs, "mnist_ddpm.py:smoke"), "--workdir", str(generator),
-                     f"--config.dataset.train_split=train[:{n}]", f"--config.dataset.eval_split=test[:{n}]",
-                     f"--config.task_options.classifier_workdir={classifier}", f"--config.task_options.quality_samples={n}",
-                     "--config.task_options.quality_steps=2"]) == 0
+                     f"--config.dataset.train_split=train[:{n}]", f"--config.dataset.eval_split=test[:{n}]"]) == 0
     capsys.readouterr()
-    assert cli.main(["eval", "--workdir", str(generator)]) == 0
+    # The classifier is named at evaluation: a run can be judged by one trained after it.
+    assert cli.main(["eval", "--workdir", str(generator), f"--config.task_options.classifier_workdir={classifier}",
+                     f"--config.task_options.quality_samples={n}", "--config.task_options.quality_steps=2"]) == 0
     out = capsys.readouterr().out
     metrics = json.loads(out[out.index("\n{\n") + 1:])  # the command prints its metrics last
     quality = json.loads((generator / "sample_quality.json").read_text())
