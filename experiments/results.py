@@ -175,8 +175,12 @@ def generation_rows(folders: list[Path]) -> list[dict]:
         if quality is None or run is None:
             continue
         accuracy = quality.get("label_accuracy")
+        # The judge: named in sample_quality.json, or (older files) in the run's own config.
+        config = _read_json(folder / "config.json") or {}
+        judge = quality.get("classifier_workdir") or config.get("task_options", {}).get("classifier_workdir", "")
         rows.append({
             "name": folder.name,
+            "classifier": Path(judge).name or "-",
             "accuracy": "-" if accuracy is None else f"{100 * accuracy:.2f}%",
             "distance": f"{quality['frechet_distance']:.3f}",
             "floor": f"{quality['frechet_floor']:.3f}",
@@ -264,14 +268,16 @@ def write_table(results: Path = RESULTS, path: Path = HERE / "RESULTS.md") -> Pa
             "",
             "Sample quality as `jaxcnn eval` measures it (`sample_quality.json`): the label accuracy of",
             "class-conditional samples and their Fréchet distance in the feature space of the jaxcnn",
-            "classifier named by `task_options.classifier_workdir`, beside the floor (training images",
-            "against the same test images).",
+            "classifier named by `task_options.classifier_workdir` (its own run is in the table above),",
+            "beside the floor (training images against the same test images).",
             "",
-            "| config | label accuracy | Fréchet distance | floor | distance / floor | samples | training wall time |",
-            "|---|---|---|---|---|---|---|",
+            "| config | classifier | label accuracy | Fréchet distance | floor | distance / floor | samples | "
+            "training wall time |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in generation:
-            lines.append(f"| {r['name']} | {r['accuracy']} | {r['distance']} | {r['floor']} | {r['ratio']} | "
+            lines.append(f"| {r['name']} | {r['classifier']} | {r['accuracy']} | {r['distance']} | {r['floor']} | "
+                         f"{r['ratio']} | "
                          f"{r['samples']} | {r['wall']} |")
         for folder in folders:
             comparison = _read_json(folder / "sampler_comparison.json")

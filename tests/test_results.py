@@ -69,10 +69,19 @@ def _fake_generation_run(store, **quality):
 
 
 def test_generation_section_has_sample_quality(tmp_path):
-    _fake_generation_run(tmp_path / "results", label_accuracy=0.9812)
+    _fake_generation_run(tmp_path / "results", label_accuracy=0.9812, classifier_workdir="runs/mnist_lenet5")
     text = results.write_table(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
     # 3.0 / 0.5 = 6.0x of the floor.
-    assert "| mnist_ddpm | 98.12% | 3.000 | 0.500 | 6.0x | 1000, DDIM 50 steps | 2.0 min |" in text
+    assert "| mnist_ddpm | mnist_lenet5 | 98.12% | 3.000 | 0.500 | 6.0x | 1000, DDIM 50 steps | 2.0 min |" in text
+
+
+def test_generation_row_names_the_classifier_of_the_runs_config_when_the_quality_file_does_not(tmp_path):
+    run = _fake_generation_run(tmp_path / "results")
+    config = json.loads((run / "config.json").read_text())
+    config["task_options"] = {"classifier_workdir": "/somewhere/runs/mnist_classifier"}
+    (run / "config.json").write_text(json.dumps(config))
+    text = results.write_table(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
+    assert "| mnist_ddpm | mnist_classifier | - | 3.000 |" in text
 
 
 def test_sampler_comparison_table(tmp_path):
@@ -84,6 +93,6 @@ def test_sampler_comparison_table(tmp_path):
          "seconds_per_1000": 6000.0},
     ]))
     text = results.write_table(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
-    assert "| mnist_ddpm | - | 3.000 | 0.500 | 6.0x |" in text  # no label accuracy in sample_quality.json
+    assert "| mnist_ddpm | - | - | 3.000 | 0.500 | 6.0x |" in text  # no classifier, no label accuracy
     assert "| DDIM | 10 | 1000 | 4.000 | 6.500 | 95.00% | 60 |" in text
     assert "| DDPM | 1000 | 200 | 5.500 | 5.500 | 99.00% | 6000 |" in text

@@ -130,7 +130,7 @@ class GenerationTask(Task):
         if self.classifier_workdir and context.statistics is None:  # jaxcnn eval of a saved checkpoint
             metrics = sample_quality(self, context.model, context.variables["params"], context.eval_source)
             with open(os.path.join(context.workdir, "sample_quality.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
+                json.dump({**metrics, "classifier_workdir": self.classifier_workdir}, f, indent=2)
         if self.grid_samples < 1:
             return metrics
         k = self.num_classes

@@ -194,6 +194,7 @@ def test_jaxcnn_eval_measures_sample_quality_in_a_classifiers_feature_space(tmp_
     metrics = json.loads(out[out.index("\n{\n") + 1:])  # the command prints its metrics last
     quality = json.loads((generator / "sample_quality.json").read_text())
     assert {"frechet_distance", "frechet_floor", "label_accuracy"} <= set(quality)
+    assert quality.pop("classifier_workdir") == str(classifier)  # the judge is named beside its figures
     assert all(metrics[name] == quality[name] for name in quality)
 
     # The same samples: jaxcnn sample with seed 0, 2 DDIM steps and the run's guidance draws them.
