@@ -129,7 +129,7 @@ def _trained_workdir(parser, path: str) -> Path:
 
 # How a finished generation run is judged, not what it learned: the options jaxcnn eval may
 # replace (the classifier a run is scored with can be trained after the run).
-EVAL_TASK_OPTIONS = ("classifier_workdir", "quality_samples", "quality_steps")
+_EVAL_TASK_OPTIONS = ("classifier_workdir", "quality_samples", "quality_steps")
 
 
 def _saved_overrides(parser, command: str, workdir: Path, overrides: Sequence[str],
@@ -197,7 +197,7 @@ def _train(parser, args, overrides) -> int:
 
 def _eval(parser, args, overrides) -> int:
     workdir = _trained_workdir(parser, args.workdir)
-    dataset, task_options = _saved_overrides(parser, "eval", workdir, overrides, EVAL_TASK_OPTIONS)
+    dataset, task_options = _saved_overrides(parser, "eval", workdir, overrides, _EVAL_TASK_OPTIONS)
     from jaxcnn.train import evaluate_workdir
 
     if args.split:
