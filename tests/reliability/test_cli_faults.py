@@ -118,7 +118,7 @@ def test_eval_on_another_split_and_folder_without_read_only_noise(tmp_path, caps
     assert (result["split"], result["step"], result["best_metric"]) == ("train", best["step"], "accuracy")
     assert "Given directory is read only" not in caplog.text + err
     code, _, err = _exit(["eval", "--workdir", str(tmp_path / "run"), "--config.seed=3"], capsys)
-    assert code == 2 and "only --config.dataset.* overrides" in err
+    assert code == 2 and "eval takes only --config.dataset.*" in err and "--config.seed=3" in err
     record("eval of a finished run on another split and data folder", detail="--split and --config.dataset.* "
            "honoured; the best step as ranked by the run")
 
