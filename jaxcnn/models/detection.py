@@ -82,17 +82,30 @@ def sliding_window_proposals(
 
 
 class Backbone(nn.Module):
-    """Stride-4 feature extractor: [Conv 3x3 + ReLU, MaxPool 2] x 2, Conv 3x3 + ReLU."""
+    """Stride-4 feature extractor: [Conv 3x3 + ReLU, MaxPool 2] x 2, Conv 3x3 + ReLU.
+
+    Returns the last map ``(N, H / 4, W / 4, features[-1])``, or with ``levels=True`` a dict
+    from stride to the last map at that stride: ``{1: conv0, 2: conv1, 4: conv2}`` for three
+    convs (:func:`backbone_strides` lists the keys).
+    """
 
     features: Sequence[int] = (16, 32, 64)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, levels: bool = False) -> jax.Array | dict[int, jax.Array]:
+        maps, stride = {}, 1
         for i, f in enumerate(self.features):
             x = F.relu(jnn.Conv(f, 3, padding="SAME", name=f"conv{i}")(x))
+            maps[stride] = x
             if i < 2:
-                x = jnn.MaxPool(2)(x)
-        return x
+                x, stride = jnn.MaxPool(2)(x), stride * 2
+        maps[stride] = x
+        return maps if levels else x
+
+
+def backbone_strides(num_convs: int) -> tuple[int, ...]:
+    """The strides of the maps :class:`Backbone` with ``num_convs`` convs returns with ``levels=True``."""
+    return tuple(2**i for i in range(min(num_convs, 2) + 1))
 
 
 class BoxHead(nn.Module):
@@ -118,6 +131,25 @@ def _pool_per_image(pool: Any, feats: jax.Array, proposals: jax.Array) -> jax.Ar
     ``(N * P, H, W, C)`` gather of the feature maps."""
     pooled = jax.vmap(lambda f, b: pool(f[None], [b]))(feats, proposals)
     return pooled.reshape(-1, *pooled.shape[2:])
+
+
+def _check_roi_strides(strides: Sequence[int], num_convs: int, model: str) -> None:
+    available = backbone_strides(num_convs)
+    if not strides or any(s not in available for s in strides) or len(set(strides)) != len(strides):
+        raise ValueError(
+            f"{model}: roi_strides={tuple(strides)!r} must be distinct strides of the backbone's maps "
+            f"{available} (features has {num_convs} convs)"
+        )
+
+
+def _pool_levels(pool: Any, maps: dict[int, jax.Array], strides: Sequence[int], proposals, image_height):
+    """Each proposal pooled from the backbone map of every stride in ``strides``, the results
+    concatenated along channels: ``(N * P, out, out, sum of C)``. ``pool(f, b, scale)``."""
+    pooled = []
+    for stride in strides:
+        scale = maps[stride].shape[1] / image_height
+        pooled.append(_pool_per_image(lambda f, b: pool(f, b, scale), maps[stride], proposals))  # noqa: B023
+    return jnp.concatenate(pooled, axis=-1)
 
 
 def _with_ground_truth(n, proposals, valid, gt_boxes, gt_valid):
@@ -198,6 +230,7 @@ class FastRCNN(nn.Module):
     ``pooling="align"`` (default) pools with RoI Align (``sampling_ratio=2``), two matrix
     products per image; ``"pool"`` is the paper's RoI max pooling, whose masked maxima touch
     ``P x H x out x W x C`` values per image here, several times slower to train on a CPU.
+    ``roi_strides``: the backbone maps pooled, concatenated along channels (as :class:`FasterRCNN`).
     """
 
     num_classes: int = 10
@@ -208,10 +241,12 @@ class FastRCNN(nn.Module):
     pool_size: int = 7
     features: Sequence[int] = (16, 32, 64)
     hidden: int = 128
+    roi_strides: Sequence[int] = (4,)
 
     def __post_init__(self):
         _checks.positive_int(self.num_classes, "num_classes", "FastRCNN")
         _checks.choice(self.pooling, "pooling", "FastRCNN", ("pool", "align"))
+        _check_roi_strides(self.roi_strides, len(self.features), "FastRCNN")
         super().__post_init__()
 
     @nn.compact
@@ -221,7 +256,7 @@ class FastRCNN(nn.Module):
         del train  # no dropout or BatchNorm: taken so the zoo's model.apply(..., train=...) fits
         images = _check(images, gt_boxes, gt_valid, "FastRCNN")
         n, h, w, _ = images.shape
-        feats = Backbone(self.features, name="backbone")(images)
+        maps = Backbone(self.features, name="backbone")(images, levels=True)
         windows = jnp.asarray(
             sliding_window_proposals((h, w), self.window_sizes, self.aspect_ratios, self.overlap)
         )
@@ -229,12 +264,11 @@ class FastRCNN(nn.Module):
             n, windows[None], jnp.ones((1, windows.shape[0]), bool), gt_boxes, gt_valid
         )
         proposals = jax.lax.stop_gradient(proposals)
-        scale = feats.shape[1] / h
         if self.pooling == "pool":
-            pool = lambda f, b: F.roi_pool(f, b, self.pool_size, scale)  # noqa: E731
+            pool = lambda f, b, scale: F.roi_pool(f, b, self.pool_size, scale)  # noqa: E731
         else:
-            pool = lambda f, b: F.roi_align(f, b, self.pool_size, scale, 2)  # noqa: E731
-        pooled = _pool_per_image(pool, feats, proposals)
+            pool = lambda f, b, scale: F.roi_align(f, b, self.pool_size, scale, 2)  # noqa: E731
+        pooled = _pool_levels(pool, maps, self.roi_strides, proposals, h)
         logits, deltas = BoxHead(self.num_classes, self.hidden, name="box_head")(pooled)
         return _head({"proposals": proposals, "proposal_valid": valid}, logits, deltas, n)
 
@@ -282,6 +316,12 @@ class FasterRCNN(nn.Module):
     ``rpn_nms_threshold`` (torchvision: 0.7), ``post_nms_top_n`` kept. The head pools
     ``pool_size`` x ``pool_size`` with RoI Align (``sampling_ratio=2``, as torchvision's
     MultiScaleRoIAlign).
+
+    ``roi_strides``: the backbone maps the head pools every proposal from, their pooled features
+    concatenated along channels (hypercolumn-style, as HyperNet / ION, rather than one FPN level
+    per box size). ``(4,)`` is the last map; ``(2, 4)`` adds the stride-2 map, whose finer grid
+    places the edges of small and thin objects (boxes a few pixels wide) that a stride-4 cell
+    blurs.
     """
 
     num_classes: int = 10
@@ -293,11 +333,13 @@ class FasterRCNN(nn.Module):
     pool_size: int = 7
     features: Sequence[int] = (16, 32, 64)
     hidden: int = 128
+    roi_strides: Sequence[int] = (4,)
 
     def __post_init__(self):
         _checks.positive_int(self.num_classes, "num_classes", "FasterRCNN")
         _checks.positive_int(self.post_nms_top_n, "post_nms_top_n", "FasterRCNN")
         _checks.positive_int(self.pre_nms_top_n, "pre_nms_top_n", "FasterRCNN")
+        _check_roi_strides(self.roi_strides, len(self.features), "FasterRCNN")
         super().__post_init__()
 
     @nn.compact
@@ -307,7 +349,8 @@ class FasterRCNN(nn.Module):
         del train  # no dropout or BatchNorm: taken so the zoo's model.apply(..., train=...) fits
         images = _check(images, gt_boxes, gt_valid, "FasterRCNN")
         n, h, w, _ = images.shape
-        feats = Backbone(self.features, name="backbone")(images)
+        maps = Backbone(self.features, name="backbone")(images, levels=True)
+        feats = maps[max(maps)]
         fh, fw = feats.shape[1:3]
         a = len(self.anchor_sizes) * len(self.aspect_ratios)
         anchors = jnp.asarray(
@@ -329,7 +372,8 @@ class FasterRCNN(nn.Module):
             )
         )(objectness, rpn_deltas)
         proposals, valid = _with_ground_truth(n, proposals, valid, gt_boxes, gt_valid)
-        pooled = _pool_per_image(lambda f, b: F.roi_align(f, b, self.pool_size, fh / h, 2), feats, proposals)
+        pool = lambda f, b, scale: F.roi_align(f, b, self.pool_size, scale, 2)  # noqa: E731
+        pooled = _pool_levels(pool, maps, self.roi_strides, proposals, h)
         logits, deltas = BoxHead(self.num_classes, self.hidden, name="box_head")(pooled)
         outputs = {
             "proposals": proposals,

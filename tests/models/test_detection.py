@@ -3,13 +3,16 @@ gradient step that lowers its loss on a tiny batch of canvases."""
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcnn import functional as F
 from jaxcnn.models.detection import (
     RCNN,
+    Backbone,
     FasterRCNN,
     FastRCNN,
     detect,
@@ -116,6 +119,15 @@ MODELS = {
         pre_nms_top_n=50,
         post_nms_top_n=8,
     ),
+    "FasterRCNN strides 2+4": lambda: FasterRCNN(
+        num_classes=2,
+        anchor_sizes=(8.0, 16.0),
+        features=(4, 8, 8),
+        hidden=16,
+        pre_nms_top_n=50,
+        post_nms_top_n=8,
+        roi_strides=(2, 4),
+    ),
 }
 
 
@@ -157,7 +169,7 @@ def test_a_gradient_step_lowers_the_loss(canvases, name):
         and dets["classes"].shape == (2, 5)
         and dets["valid"].dtype == jnp.bool_
     )
-    if name == "FasterRCNN":
+    if name.startswith("FasterRCNN"):
         assert {"objectness", "rpn_deltas", "anchors"} <= set(outputs)
 
 
@@ -167,6 +179,51 @@ def test_fast_rcnn_with_roi_max_pooling_traces(canvases):
     params = jax.eval_shape(model.init, jax.random.key(0), images, boxes, valid)
     outputs = jax.eval_shape(model.apply, params, images, boxes, valid)
     assert outputs["class_logits"].shape == (2, 58 + 2, 3)  # 7 x 7 + 3 x 3 windows, 2 ground truths
+
+
+def test_backbone_levels_and_the_head_pools_every_requested_stride(canvases):
+    images, boxes, _, valid = canvases
+    images = jnp.asarray(images)
+    backbone = Backbone((4, 8, 8))
+    variables = backbone.init(jax.random.key(0), images)
+    maps = backbone.apply(variables, images, levels=True)
+    assert {s: m.shape for s, m in maps.items()} == {1: (2, 32, 32, 4), 2: (2, 16, 16, 8), 4: (2, 8, 8, 8)}
+    np.testing.assert_array_equal(maps[4], backbone.apply(variables, images))
+    # the last map is the pooled one when there are only two convs
+    two = Backbone((4, 8))
+    assert set(two.apply(two.init(jax.random.key(0), images), images, levels=True)) == {1, 2, 4}
+
+    for model_class in (FastRCNN, FasterRCNN):
+        model = model_class(num_classes=2, features=(4, 8, 8), hidden=16, roi_strides=(2, 4))
+        params = model.init(jax.random.key(0), images, boxes, valid)
+        seen = {}
+
+        def grab(next_fun, args, kwargs, context):
+            if context.module.name == "box_head":
+                seen["pooled"] = args[0]
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(grab):
+            outputs = model.apply(params, images, boxes, valid)
+        maps = backbone.apply({"params": params["params"]["backbone"]}, images, levels=True)
+        # the reference: each level pooled on its own (roi_align is checked against NumPy elsewhere)
+        expected = np.concatenate(
+            [
+                np.concatenate(
+                    [
+                        np.asarray(F.roi_align(maps[s][i : i + 1], [outputs["proposals"][i]], 7, 1 / s, 2))
+                        for i in range(2)
+                    ]
+                )
+                for s in (2, 4)
+            ],
+            axis=-1,
+        )
+        np.testing.assert_allclose(np.asarray(seen["pooled"]), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"roi_strides=\(8,\) must be distinct strides of the backbone's maps \(1, 2, 4\)"):
+        FasterRCNN(roi_strides=(8,))
+    with pytest.raises(ValueError, match="roi_strides"):
+        FastRCNN(roi_strides=(4, 4))
 
 
 def test_bad_input(canvases):
