@@ -106,28 +106,20 @@ def canvases():
     return images, boxes, classes, valid
 
 
+def _tiny_faster_rcnn(**options):
+    return FasterRCNN(
+        num_classes=2, anchor_sizes=(8.0, 16.0), features=(4, 8, 8), hidden=16, pre_nms_top_n=50,
+        post_nms_top_n=8, **options
+    )
+
+
 MODELS = {
     "RCNN": lambda: RCNN(num_classes=2, window_sizes=(8, 16), features=(4, 8), hidden=16),
     "FastRCNN": lambda: FastRCNN(
         num_classes=2, window_sizes=(8, 16), pooling="align", features=(4, 8, 8), hidden=16
     ),
-    "FasterRCNN": lambda: FasterRCNN(
-        num_classes=2,
-        anchor_sizes=(8.0, 16.0),
-        features=(4, 8, 8),
-        hidden=16,
-        pre_nms_top_n=50,
-        post_nms_top_n=8,
-    ),
-    "FasterRCNN strides 2+4": lambda: FasterRCNN(
-        num_classes=2,
-        anchor_sizes=(8.0, 16.0),
-        features=(4, 8, 8),
-        hidden=16,
-        pre_nms_top_n=50,
-        post_nms_top_n=8,
-        roi_strides=(2, 4),
-    ),
+    "FasterRCNN": lambda: _tiny_faster_rcnn(),
+    "FasterRCNN strides 2+4": lambda: _tiny_faster_rcnn(roi_strides=(2, 4)),
 }
 
 
