@@ -26,6 +26,7 @@ floats; boxes ``(x1, y1, x2, y2)`` in pixels.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,8 @@ SMOOTH_L1_BETA = 1.0 / 9.0
 
 
 # --------------------------------------------------------------------------- building blocks
+
+_POOLED_CONVS = 2  # Backbone: a 2x2 max pool follows each of the first two convs only
 
 
 def sliding_window_proposals(
@@ -97,7 +100,7 @@ class Backbone(nn.Module):
         for i, f in enumerate(self.features):
             x = F.relu(jnn.Conv(f, 3, padding="SAME", name=f"conv{i}")(x))
             maps[stride] = x
-            if i < 2:
+            if i < _POOLED_CONVS:
                 x, stride = jnn.MaxPool(2)(x), stride * 2
         maps[stride] = x
         return maps if levels else x
@@ -105,7 +108,7 @@ class Backbone(nn.Module):
 
 def backbone_strides(num_convs: int) -> tuple[int, ...]:
     """The strides of the maps :class:`Backbone` with ``num_convs`` convs returns with ``levels=True``."""
-    return tuple(2**i for i in range(min(num_convs, 2) + 1))
+    return tuple(2**i for i in range(min(num_convs, _POOLED_CONVS) + 1))
 
 
 class BoxHead(nn.Module):
@@ -148,7 +151,7 @@ def _pool_levels(pool: Any, maps: dict[int, jax.Array], strides: Sequence[int], 
     pooled = []
     for stride in strides:
         scale = maps[stride].shape[1] / image_height
-        pooled.append(_pool_per_image(lambda f, b: pool(f, b, scale), maps[stride], proposals))  # noqa: B023
+        pooled.append(_pool_per_image(functools.partial(pool, scale=scale), maps[stride], proposals))
     return jnp.concatenate(pooled, axis=-1)
 
 
